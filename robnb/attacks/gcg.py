@@ -1,0 +1,65 @@
+"""Greedy Coordinate Gradient, as the paper runs it, for a batch of examples at once.
+
+Per iteration and example: the gradient of the loss w.r.t. the one-hot attack tokens ranks
+replacement tokens per position (top-k); ``n_candidates`` distinct single-token swaps are drawn
+from those, candidates that change under decode/encode are dropped, the rest are scored in a few
+batched forward passes, and the lowest-loss candidate becomes the current attack (no early stop).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from robnb.attacks.base import AttackContext, BestSoFar, IterationResult
+from robnb.attacks.placement import initial_attack_ids, roundtrip_mask
+
+
+def sample_swaps(grad: torch.Tensor, current: torch.Tensor, allowed: torch.Tensor, top_k: int,
+                 n_candidates: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct single-swap candidates [E, C, L] from the top-k gradient tokens, and the
+    swapped position of each [E, C]. The current token and disallowed tokens are never drawn."""
+    n_ex, length, vocab = grad.shape
+    score = (-grad.float()).masked_fill(~allowed[:vocab].to(grad.device), float("-inf"))
+    score.scatter_(2, current.unsqueeze(-1), float("-inf"))
+    k = max(1, min(top_k, int(allowed.sum()) - 1))
+    top = score.topk(k, dim=-1).indices.reshape(n_ex, length * k)
+    n = min(n_candidates, length * k)
+    # n distinct (position, rank) pairs per example, uniformly at random
+    flat = torch.rand(n_ex, length * k, generator=generator).argsort(1)[:, :n].to(grad.device)
+    pos = flat // k
+    candidates = current.unsqueeze(1).repeat(1, n, 1)
+    candidates.scatter_(2, pos.unsqueeze(-1), top.gather(1, flat).unsqueeze(-1))
+    return candidates, pos
+
+
+def gcg(ctx: AttackContext) -> Iterator[IterationResult]:
+    scorer, spec = ctx.scorer, ctx.spec
+    n_ex = scorer.n_examples
+    init = torch.tensor(initial_attack_ids(ctx.tokenizer, spec.n_attack_tokens), device=scorer.device)
+    current = init.expand(n_ex, -1).clone()
+    best = BestSoFar(n_ex)
+    every = torch.arange(n_ex)
+    for it in range(1, spec.iterations + 1):
+        mark = ctx.compute_totals()
+        grad, now, attack_kv = scorer.gradient(current)
+        if it == 1:
+            best.update(every, now.loss, now.success, current, 0)
+        candidates, pos = sample_swaps(grad, current, ctx.allowed, spec.top_k, spec.n_candidates,
+                                       ctx.generator)
+        n_c, length = candidates.shape[1], candidates.shape[2]
+        valid = roundtrip_mask(ctx.tokenizer, candidates.reshape(-1, length)).reshape(n_ex, n_c)
+        ex, cand = valid.nonzero(as_tuple=True)
+        flat = candidates[ex, cand]
+        s = scorer.swap_losses(ex.to(scorer.device), flat, pos[ex, cand],
+                               attack_kv if ctx.share_attack_prefix else None)
+        losses = torch.full((n_ex, n_c), float("inf"), device=scorer.device)
+        losses[ex, cand] = s.loss
+        pick = losses.argmin(1)
+        has = valid.any(1).to(scorer.device)
+        current = torch.where(has[:, None], candidates[every, pick], current)
+        best.update(ex, s.loss, s.success, flat, it)
+        f, e = ctx.compute_totals()
+        kept = losses[every, pick].cpu()
+        yield best.snapshot(it, int(valid.sum()), f - mark[0], e - mark[1], kept)

@@ -1,0 +1,220 @@
+"""Run an attack over a set of examples and turn it into tidy records; replay stored strings.
+
+Only examples the model gets right before the attack are attacked (in target mode: examples
+whose target is not already the model's greedy continuation). Per iteration the records give
+ASR = flipped ÷ correct-before, the mean target probability of the best attacks so far, and the
+iteration's attack FLOPs by the paper's formula (``attack_flops``) and as executed with the
+prefix cache (``attack_flops_executed``). The strings are each attacked example's best attack so
+that :func:`replay` can re-score them through the model's own forward pass.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from robnb.attacks.base import AttackContext, AttackFn
+from robnb.attacks.beast import beast, proposal_prompts
+from robnb.attacks.gcg import gcg
+from robnb.attacks.generative import target_prompts
+from robnb.attacks.placement import allowed_token_mask, decode_attack, encode_text
+from robnb.attacks.prompts import AttackPrompt, Mode, label_prompts
+from robnb.attacks.random_token import random_token
+from robnb.attacks.scoring import IGNORE, Scorer, scores_from_logits
+from robnb.models.counting import classifier_params
+from robnb.params import PLACEMENTS, AttackSpec
+from robnb.tasks.base import Example
+
+ATTACKS: dict[str, AttackFn] = {"gcg": gcg, "random_token": random_token, "beast": beast}
+CONTEXT_KEYS = ("run_id", "family", "model", "model_size", "pretrain_flops", "task", "seed")
+
+
+def build_prompts(tokenizer, examples: Sequence[Example], position: float,
+                  targets: Sequence[str] | None = None) -> tuple[Mode, list[AttackPrompt]]:
+    """Label mode for classifiers; target mode when target strings are given."""
+    if targets is None:
+        return "label", label_prompts(tokenizer, examples, position)
+    return "target", target_prompts(tokenizer, examples, position, targets)
+
+
+def clean_success(model, prompts: Sequence[AttackPrompt], mode: Mode,
+                  max_batch_tokens: int = 32_768) -> torch.Tensor:
+    """Whether each prompt already 'succeeds' with no attack (i.e. is wrong before attacking)."""
+    scorer = Scorer(model, prompts, mode, use_prefix_cache=False, max_batch_tokens=max_batch_tokens)
+    rows = torch.arange(len(prompts))
+    return scorer.losses(rows, torch.zeros(len(prompts), 0, dtype=torch.long)).success.cpu()
+
+
+def attack_context(model: torch.nn.Module, tokenizer, prompts: Sequence[AttackPrompt], mode: Mode,
+                   spec: AttackSpec, *, proposal_model: torch.nn.Module | None = None,
+                   allowed: torch.Tensor | None = None, ascii_only: bool = False,
+                   batch_index: int = 0, use_prefix_cache: bool = True,
+                   share_attack_prefix: bool = True, max_batch_tokens: int = 32_768,
+                   n_params: int | None = None) -> AttackContext:
+    """Everything one attack needs for one batch of prompts; iterate ``ATTACKS[spec.name](ctx)``
+    for per-iteration, per-example results."""
+    if allowed is None:
+        vocab = model.get_input_embeddings().weight.shape[0]
+        allowed = allowed_token_mask(tokenizer, vocab, ascii_only)
+    scorer = Scorer(model, prompts, mode, use_prefix_cache=use_prefix_cache,
+                    max_batch_tokens=max_batch_tokens, n_params=n_params)
+    proposal = None
+    if spec.name == "beast" and proposal_model is not None:
+        proposal_model.eval()
+        proposal = Scorer(proposal_model, proposal_prompts(list(prompts)), "target",
+                          use_prefix_cache=use_prefix_cache, max_batch_tokens=max_batch_tokens)
+    gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + batch_index)
+    return AttackContext(scorer, tokenizer, spec, allowed, gen, proposal, share_attack_prefix)
+
+
+def run_attack(model: torch.nn.Module, tokenizer, examples: Sequence[Example], spec: AttackSpec, *,
+               targets: Sequence[str] | None = None,
+               proposal_model: torch.nn.Module | None = None,
+               batch_examples: int = 8,
+               context: Mapping[str, Any] | None = None,
+               round_index: int = 0,
+               use_prefix_cache: bool = True,
+               share_attack_prefix: bool = True,
+               max_batch_tokens: int = 32_768,
+               ascii_only: bool = False,
+               n_params: int | None = None,
+               progress: Callable[[int, int], None] | None = None,
+               ) -> tuple[list[dict], list[dict]]:
+    """Attack ``examples`` with ``spec``; returns (per-iteration records, per-example strings).
+
+    ``targets`` (one string per example) switches to target mode for causal LMs. ``context``
+    fills the result-table columns this function cannot know (run_id, family, model, task, …).
+    ``batch_examples`` examples are attacked together; ``max_batch_tokens`` bounds one forward.
+    ``progress(done, total)`` is called after each iteration of each batch.
+    """
+    if spec.name not in ATTACKS:
+        raise KeyError(f"unknown attack '{spec.name}'; known: {', '.join(ATTACKS)}")
+    was_training = model.training
+    model.eval()
+    try:
+        mode, prompts = build_prompts(tokenizer, examples, spec.position, targets)
+        attacked = (~clean_success(model, prompts, mode, max_batch_tokens)).nonzero().squeeze(1).tolist()
+        vocab = model.get_input_embeddings().weight.shape[0]
+        allowed = allowed_token_mask(tokenizer, vocab, ascii_only)
+        n_iter = spec.iterations
+        totals = {k: [0.0] * n_iter for k in ("flipped", "prob", "loss", "flops", "executed",
+                                                "scored", "wall")}
+        strings: list[dict] = []
+        batches = [attacked[i:i + batch_examples] for i in range(0, len(attacked), batch_examples)]
+        n_params_used = None
+        for b, idx in enumerate(batches):
+            ctx = attack_context(model, tokenizer, [prompts[i] for i in idx], mode, spec,
+                                 proposal_model=proposal_model, allowed=allowed, batch_index=b,
+                                 use_prefix_cache=use_prefix_cache,
+                                 share_attack_prefix=share_attack_prefix,
+                                 max_batch_tokens=max_batch_tokens, n_params=n_params)
+            n_params_used = ctx.scorer.compute.formula.n_params
+            tick = time.perf_counter()
+            last = None
+            for res in ATTACKS[spec.name](ctx):
+                t = res.iteration - 1
+                totals["flipped"][t] += int(res.success.sum())
+                totals["prob"][t] += float(res.prob.sum())
+                totals["loss"][t] += float(res.loss.sum())
+                totals["flops"][t] += res.flops
+                totals["executed"][t] += res.flops_executed
+                totals["scored"][t] += res.n_scored
+                now = time.perf_counter()
+                totals["wall"][t] += now - tick
+                tick, last = now, res
+                if progress is not None:
+                    progress(b * n_iter + res.iteration, len(batches) * n_iter)
+            for j, i in enumerate(idx):
+                strings.append({
+                    "example_index": i, "attack": spec.name, "placement": spec.placement,
+                    "position": spec.position, "round": round_index,
+                    "iteration": int(last.found_at[j]),
+                    "attack_string": decode_attack(tokenizer, last.attack_ids[j]),
+                    "attack_ids": list(last.attack_ids[j]), "success": bool(last.success[j]),
+                    "loss": float(last.loss[j]), "target_prob": float(last.prob[j]),
+                    "target": None if targets is None else targets[i],
+                })
+        base = _context_columns(context, spec, n_params_used or n_params or classifier_params(model))
+        for s in strings:
+            s.update({k: base[k] for k in ("run_id", "model", "task", "seed")})
+        n_att = len(attacked)
+        records = []
+        for t in range(n_iter):
+            records.append({
+                **base, "attack": spec.name, "placement": spec.placement, "round": round_index,
+                "iteration": t + 1, "n_examples": len(examples), "n_correct_before": n_att,
+                "n_flipped": int(totals["flipped"][t]),
+                "asr": totals["flipped"][t] / n_att if n_att else float("nan"),
+                "mean_target_prob": totals["prob"][t] / n_att if n_att else float("nan"),
+                "mean_loss": totals["loss"][t] / n_att if n_att else float("nan"),
+                "attack_flops": totals["flops"][t], "attack_flops_executed": totals["executed"][t],
+                "n_candidates_scored": int(totals["scored"][t]), "wall_s": totals["wall"][t],
+            })
+        return records, strings
+    finally:
+        model.train(was_training)
+
+
+def _context_columns(context: Mapping[str, Any] | None, spec: AttackSpec, n_params: int) -> dict:
+    base: dict[str, Any] = {k: None for k in CONTEXT_KEYS}
+    base.update({"model_size": n_params, "seed": spec.seed})
+    base.update(dict(context or {}))
+    return base
+
+
+def replay(model: torch.nn.Module, tokenizer, examples: Sequence[Example],
+           strings: Sequence[Mapping[str, Any]], *, targets: Sequence[str] | None = None,
+           batch_size: int = 16) -> list[dict]:
+    """Re-score stored attack strings with the model's own forward pass (no cache, no shortcuts).
+
+    Each string needs ``example_index``, ``attack_string`` and ``position`` (or ``placement``);
+    target mode is used when ``targets`` is given or the string carries a ``target``.
+    Returns per string: success, loss, target_prob, the logged success and whether they match.
+    """
+    was_training = model.training
+    model.eval()
+    pad = model.config.pad_token_id
+    step = batch_size if pad is not None else 1
+    out: list[dict] = []
+    try:
+        for start in range(0, len(strings), step):
+            group = strings[start:start + step]
+            seqs, reads, tgts, avoid, mode = [], [], [], [], "label"
+            for s in group:
+                i = int(s["example_index"])
+                position = float(s.get("position", PLACEMENTS.get(s.get("placement"), 1.0)))
+                target = targets[i] if targets is not None else s.get("target")
+                mode, (prompt,) = build_prompts(tokenizer, [examples[i]], position,
+                                                None if target is None else [target])
+                attack = encode_text(tokenizer, s["attack_string"])
+                seqs.append(list(prompt.before) + attack + list(prompt.after))
+                reads.append([len(prompt.before) + len(attack) + r for r in prompt.read])
+                tgts.append(list(prompt.target))
+                avoid.append(-1 if prompt.avoid is None else prompt.avoid)
+            width, n_read = max(map(len, seqs)), max(map(len, reads))
+            ids = torch.full((len(seqs), width), pad if pad is not None else 0, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            read = torch.zeros(len(seqs), n_read, dtype=torch.long)
+            target = torch.full((len(seqs), n_read), IGNORE, dtype=torch.long)
+            for r, (seq, rd, tg) in enumerate(zip(seqs, reads, tgts)):
+                ids[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), 1
+                read[r, :len(rd)], target[r, :len(tg)] = torch.tensor(rd), torch.tensor(tg)
+            device = model.get_input_embeddings().weight.device
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            if mode == "label":
+                logits = logits.unsqueeze(1)  # HF pools the last non-pad token itself
+            else:
+                logits = logits.gather(1, read.to(device).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+            sc = scores_from_logits(logits, target.to(device), torch.tensor(avoid, device=device), mode)
+            for r, s in enumerate(group):
+                logged = s.get("success")
+                out.append({"example_index": int(s["example_index"]),
+                            "success": bool(sc.success[r]), "loss": float(sc.loss[r]),
+                            "target_prob": float(sc.prob[r]), "logged_success": logged,
+                            "matches": logged is None or bool(sc.success[r]) == bool(logged)})
+        return out
+    finally:
+        model.train(was_training)

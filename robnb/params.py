@@ -1,0 +1,251 @@
+"""The one parameter schema shared by the CLI, notebooks and sweeps.
+
+A profile in ``params/`` is YAML data validated against :class:`Params`. Any error names the
+file, the key and what is allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
+
+from robnb.models.ladder import LADDER
+from robnb.tasks import TASK_NAMES
+
+PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
+FAMILIES = ("local-neox", "pythia", "qwen2.5", "smollm2")
+PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
+QWEN_SIZES = ("0.5B", "1.5B", "3B", "7B", "14B")
+FAMILY_SIZES: dict[str, tuple[str, ...]] = {
+    "local-neox": tuple(LADDER), "pythia": PYTHIA_SIZES, "qwen2.5": QWEN_SIZES,
+    "smollm2": ("135m",),
+}
+ATTACKS = ("gcg", "random_token", "beast")
+PLACEMENTS = {"suffix": 1.0, "prefix": 0.0, "infix90": 0.9}
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PretrainParams(Strict):
+    corpus: Literal["bbc_news"] = "bbc_news"
+    vocab_size: PosInt = 4096
+    seq_len: PosInt = 128
+    batch_size: PosInt = 16
+    steps: PosInt = 300
+    lr: PosFloat = 3e-3
+    warmup_steps: NonNegInt = 30
+    seed: NonNegInt = 0
+    eval_batches: PosInt = 8
+
+
+class FinetuneParams(Strict):
+    n_train: PosInt = 20_000
+    n_val: PosInt = 200
+    epochs: PosInt = 3
+    batch_size: PosInt = 8
+    lr: PosFloat = 1e-5
+    optimizer: Literal["adafactor", "adamw"] = "adafactor"
+    schedule: Literal["linear", "constant"] = "linear"
+    warmup_steps: NonNegInt = 0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    max_tokens: PosInt = 1000
+    grad_clip: PosFloat = 1.0
+
+
+class AttackSpec(Strict):
+    """One attack to run: which algorithm, where, how long, how strong."""
+    name: Literal["gcg", "random_token", "beast"]
+    placement: Literal["suffix", "prefix", "infix90"] = "suffix"
+    iterations: PosInt = 10
+    n_attack_tokens: PosInt = 10
+    top_k: PosInt = 256
+    n_candidates: PosInt = 128
+    beam_width: PosInt = 7
+    branching: PosInt = 7
+    seed: NonNegInt = 0
+
+    @property
+    def position(self) -> float:
+        return PLACEMENTS[self.placement]
+
+
+class AttackParams(Strict):
+    n_examples: PosInt = 200
+    batch_examples: PosInt = 8
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    tasks: list[str] | None = None  # default: all tasks of the profile
+
+
+class Params(Strict):
+    name: str
+    description: str = ""
+    family: Literal["local-neox", "pythia", "qwen2.5", "smollm2"] = "local-neox"
+    sizes: list[str]
+    extra_models: list[Literal["smollm2-135m"]] = Field(default_factory=list)
+    tasks: list[str]
+    seeds: list[NonNegInt] = Field(default_factory=lambda: [0])
+    device: str = "auto"
+    output_root: str = "outputs"
+    run_name: str | None = None
+    hub_revision: str | None = None
+    task_sources: dict[str, str] = Field(default_factory=dict)
+    model_sources: dict[str, str] = Field(default_factory=dict)
+    pretrain: PretrainParams = Field(default_factory=PretrainParams)
+    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
+    attack: AttackParams = Field(default_factory=AttackParams)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one task is needed")
+        bad = [t for t in v if t not in TASK_NAMES]
+        if bad:
+            raise ValueError(f"unknown task(s) {bad}; allowed: {', '.join(TASK_NAMES)}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("at least one seed is needed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds repeat: {v}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
+            raise ValueError(f"device '{v}' not understood; allowed: auto, cpu, cuda, cuda:N")
+        return v
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_of_family(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        family = info.data.get("family", "local-neox")
+        allowed = FAMILY_SIZES.get(family, ())
+        if not v:
+            raise ValueError(f"at least one size is needed; allowed: {', '.join(allowed)}")
+        bad = [s for s in v if s not in allowed]
+        if bad:
+            raise ValueError(f"unknown size(s) {bad} for family '{family}'; "
+                             f"allowed: {', '.join(allowed)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"sizes repeat: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _attack_tasks(self) -> "Params":
+        for t in self.attack.tasks or []:
+            if t not in self.tasks:
+                raise ValueError(f"attack.tasks: '{t}' is not one of the profile's tasks {self.tasks}")
+        return self
+
+    @property
+    def run(self) -> str:
+        return self.run_name or self.name
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_root) / self.run
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class ParamsError(ValueError):
+    """A profile that cannot be used; the message names the file, the key and what is allowed."""
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"invalid parameters in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(e["loc"][:-1])
+            allowed = ", ".join(parent.model_fields) if parent else "see robnb/params.py"
+            msg = f"unknown key; allowed keys here: {allowed}"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        lines.append(f"  - {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Params
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        sub = next((a for a in getattr(ann, "__args__", (ann,))
+                    if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None and hasattr(ann, "__args__"):
+            inner = [x for a in ann.__args__ for x in getattr(a, "__args__", ())]
+            sub = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def profile_path(profile: str | Path) -> Path:
+    """A profile name (``quick``) or a path to a YAML file."""
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    return PARAMS_DIR / f"{profile}.yaml"
+
+
+def load_params(profile: str | Path, overrides: dict[str, Any] | None = None) -> Params:
+    """Load and validate a profile; ``overrides`` (dotted keys) are applied before validation."""
+    path = profile_path(profile)
+    if not path.is_file():
+        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ParamsError(f"profile file not found: {path}; known profiles: {', '.join(known)}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return params_from_dict(data, source=str(path))
+
+
+def params_from_dict(data: dict[str, Any], source: str = "<dict>") -> Params:
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as e:
+        raise ParamsError(_describe(e, source)) from None
+    for task, src in params.task_sources.items():
+        if task not in TASK_NAMES:
+            raise ParamsError(f"invalid parameters in {source}:\n  - task_sources.{task}: unknown "
+                              f"task; allowed: {', '.join(TASK_NAMES)}")
+        if (src.startswith((".", "/", "~")) or Path(src).exists()) and not Path(src).expanduser().exists():
+            raise ParamsError(f"invalid parameters in {source}:\n  - task_sources.{task}: "
+                              f"missing file or folder {src}")
+    return params
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = data
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value

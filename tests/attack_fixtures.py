@@ -1,0 +1,82 @@
+"""Tiny models for the attack tests, built once per test session (a few seconds on CPU).
+
+A byte-level BPE tokenizer trained on task texts, a one-layer GPT-NeoX classifier fine-tuned
+briefly on Spam, and a tiny causal LM trained briefly on the same texts (the generative-mode
+victim and BEAST's proposal). Spam, not PasswordMatch: a one-layer model learns Spam's word cues
+in 150 steps (about 98% validation accuracy, confident), while in that budget it cannot learn to
+compare passwords and stays a constant predictor that no attack input can move.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from transformers import GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
+
+from robnb.models.ladder import neox_config
+from robnb.models.tokenizer import train_bpe_tokenizer
+from robnb.tasks import OFFLINE_TASKS, load_task
+
+VOCAB = 512
+
+
+@dataclass
+class Tiny:
+    tokenizer: object
+    classifier: GPTNeoXForSequenceClassification
+    lm: GPTNeoXForCausalLM
+    root: Path
+
+
+def _batches(tokenizer, texts: list[str], labels: list[int] | None, batch: int, steps: int,
+             seed: int):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(len(texts), (batch,), generator=g).tolist()
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True)
+        y = None if labels is None else torch.tensor([labels[i] for i in idx])
+        yield enc, y
+
+
+def _train(model: torch.nn.Module, batches, lm: bool) -> None:
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for enc, y in batches:
+        if lm:
+            labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+            loss = model(**enc, labels=labels).loss
+        else:
+            loss = model(**enc, labels=y).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+@lru_cache(maxsize=1)
+def tiny() -> Tiny:
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from threads
+    try:
+        root = Path(tempfile.mkdtemp(prefix="robnb-attack-tests-"))
+        texts = [e.text + e.label_texts[e.label] for t in OFFLINE_TASKS
+                 for e in load_task(t, "train", n=150, seed=0)]
+        tok = train_bpe_tokenizer(texts, VOCAB, root / "tokenizer")
+        cfg = neox_config("neox-xs", len(tok), eos_id=tok.eos_token_id)
+        cfg.num_labels = 2
+        clf = GPTNeoXForSequenceClassification(cfg)
+        train = load_task("spam", "train", n=3000, seed=1)
+        _train(clf, _batches(tok, [e.text for e in train], [e.label for e in train], 32, 150, 0),
+               lm=False)
+        lm = GPTNeoXForCausalLM(neox_config("neox-xs", len(tok), eos_id=tok.eos_token_id))
+        _train(lm, _batches(tok, texts, None, 16, 60, 1), lm=True)
+        clf.save_pretrained(root / "classifier")
+        lm.save_pretrained(root / "lm")
+        return Tiny(tok, clf, lm, root)
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,68 @@
+"""Every notebook runs: under nbval (lax) with the ci profile, and under papermill via robnb run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_are_stored_clean_with_a_parameters_cell():
+    assert NOTEBOOKS
+    for nb_path in NOTEBOOKS:
+        nb = json.loads(nb_path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), nb_path
+        assert any("parameters" in c["metadata"].get("tags", []) for c in code), nb_path
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    env.update(ROBNB_PROFILE="ci", ROBNB_OUTPUT_ROOT=str(tmp_path / "out"), ROBNB_SIZE="neox-xs",
+               ROBNB_CACHE=str(tmp_path / "cache"))
+    return env
+
+
+def test_stage_notebooks_under_nbval(tmp_path):
+    stage_nbs = [str(p) for p in NOTEBOOKS if p.name[:2] in ("00", "01")]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--nbval-lax", *stage_nbs], cwd=REPO, env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert (tmp_path / "out" / "ci" / "results" / "evaluations").is_dir()
+
+
+def test_robnb_run_ci_profile_end_to_end(tmp_path):
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "robnb.cli", "run", "--profile", "ci",
+           "--set", f"output_root={out}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for stage in ("pretrain", "finetune"):
+        for size in ("neox-xs", "neox-s"):
+            executed = out / "ci" / stage / size
+            nb = json.loads(next(executed.glob("*.ipynb")).read_text())
+            assert any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+    assert "== accuracy" in proc.stdout and "== pretraining" in proc.stdout
+
+    from robnb.results.store import read_table
+
+    ev = read_table(out / "ci", "evaluations")
+    assert set(ev["task"]) == {"password_match", "spam"}
+    assert set(ev["model"]) == {"neox-xs", "neox-s"}
+    runs = read_table(out / "ci", "runs")
+    assert {"params_hash", "git_commit", "packages", "device", "wall_s"} <= set(runs.columns)
+    assert (runs["status"] == "ok").all()
+
+    # a second run reuses pretraining and fine-tuning (content-addressed caches)
+    proc2 = subprocess.run(cmd, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True,
+                           timeout=900)
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    runs2 = read_table(out / "ci", "runs")
+    assert (runs2["status"] == "cached").all()
