@@ -45,7 +45,8 @@ def test_target_compute_by_hand(root, capsys):
     # ASR 0.2 at iteration 1, 0 at iteration 0: 5% is reached at 0.25 iterations
     assert r["interpolated_iteration"] == pytest.approx(0.05 / synthetic_asr(SIZES[0], 0, 0, 1))
     per_example = 0.25 * attack_flops_per_iteration(SIZES[0]) / 20
-    assert r["attack_flops_fraction_pretrain"] == pytest.approx(per_example / (6.0 * SIZES[0] * 1e9))
+    pretrain = 6.0 * SIZES[0] * 1e9
+    assert r["attack_flops_fraction_pretrain"] == pytest.approx(per_example / pretrain)
 
 
 def test_offense_defense_records_and_slopes(root, capsys):

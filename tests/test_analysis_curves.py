@@ -75,7 +75,8 @@ def test_selection_helpers(own):
     last = asr_at_iteration(a, "last")
     assert (last["iteration"] == 8).all() and len(last) == a["run_id"].nunique()
     stage = round_stage(a)
-    assert set(a.loc[stage == "first", "round"]) == {0} and set(a.loc[stage == "last", "round"]) == {3}
+    assert set(a.loc[stage == "first", "round"]) == {0}
+    assert set(a.loc[stage == "last", "round"]) == {3}
     s = round_summary(last, ["asr"])
     assert len(s) == 2 * 4 and (s["n_seeds"] == 2).all()
     assert len(select(a, {"seed": "1", "task": None})) == len(a) // 2

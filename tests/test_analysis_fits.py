@@ -1,4 +1,4 @@
-"""Scaling fits: smoothing, OLS, per-size attack scaling, trends with bootstrap and extrapolation."""
+"""Scaling fits: smoothing, OLS, per-size attack scaling, trends, bootstrap, extrapolation."""
 
 from __future__ import annotations
 

@@ -116,6 +116,7 @@ def test_paper_join_pairs_every_gcg_trained_pm_checkpoint_with_its_training_log(
                and r["adv_training_round"] == "12"]
     assert len(raw) == 1
     row = j[(j["checkpoint"] == "clf_pm_pythia-70m_s-2_adv_tr_gcg_t-2") & (j["round"] == 12)]
-    assert row["defense_flops_cumulative"].iloc[0] == pytest.approx(float(raw[0]["train_total_flops"]))
+    expected = float(raw[0]["train_total_flops"])
+    assert row["defense_flops_cumulative"].iloc[0] == pytest.approx(expected)
     slopes = offense_defense_slopes(j, n_boot=100)
     assert slopes["model_size"].nunique() == 8 and slopes["slope"].notna().all()

@@ -41,7 +41,8 @@ def _eval_row(size: int, it: int, asr: float, run: str, flops: float, seed: int 
 
 
 def _train_row(key: str, rnd: int, flops: float, run: str, created: str, n: int = 7629056,
-               pretrain: float | None = None, base: str = "pythia-14m_clf_pm_v-ian-080_s-0") -> list:
+               pretrain: float | None = None,
+               base: str = "pythia-14m_clf_pm_v-ian-080_s-0") -> list:
     pre = pretrain if pretrain is not None else 6 * n * PYTHIA_PRETRAIN_TOKENS
     return [flops, rnd, "tr", f"AlignmentResearch/robust_llm_{base}", key, 0, run, "finished",
             created, n, 0, 0, key, f"{int(pre)}"]

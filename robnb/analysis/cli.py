@@ -22,7 +22,7 @@ ASR_KEYS = ["family", "model_size", "task", "attack", "round", "iteration", "see
             "placement", "defense"]
 TARGET_KEYS = ["model_size", "seed", "round", "interpolated_iteration",
                "attack_flops_fraction_pretrain", "family", "task", "attack", "placement",
-               "defense", "reached"]
+               "defense", "reached", "attack_flops_fraction_pretrain_lower_bound"]
 POINT_KEYS = ["model_size", "round", "defense_flops_fraction_pretrain",
               "attack_flops_fraction_pretrain", "family", "task", "attack", "placement",
               "defense", "n_seeds", "n_censored"]

@@ -84,3 +84,9 @@ def round_summary(per_run: pd.DataFrame, value_cols: list[str]) -> pd.DataFrame:
     out = g[value_cols].mean()
     out["n_seeds"] = g["seed"].nunique()
     return out.reset_index()
+
+
+def id_summary(values: pd.Series, n: int = 4) -> str:
+    """A few distinct ids (run ids, files) for a tooltip, with a count of the rest."""
+    u = sorted(set(values) - {""})
+    return ", ".join(u[:n]) + (f" (+{len(u) - n})" if len(u) > n else "")

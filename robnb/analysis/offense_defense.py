@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from robnb.analysis.bootstrap import percentile_ci, seed_weights
-from robnb.analysis.curves import GROUP_KEYS
+from robnb.analysis.curves import GROUP_KEYS, id_summary
 from robnb.analysis.fits import line_from_stats
 
 FALLBACK_KEYS = ["family", "task", "model_size", "seed", "round"]
@@ -49,7 +49,6 @@ def defense_compute(training: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("training rows without a checkpoint name are ambiguous for "
                          f"{unnamed.loc[dup, FALLBACK_KEYS].drop_duplicates().to_dict('records')}"
                          "; record a 'checkpoint' column to join evaluations unambiguously")
-    cols = ["checkpoint", "round", "defense_flops_cumulative", "run_id", "data_issue"]
     out = pd.concat([named, unnamed], ignore_index=True)
     out = out.rename(columns={"run_id": "training_run_id", "data_issue": "training_issue"})
     keep = ["checkpoint", "training_run_id", "training_issue", "defense_flops_cumulative"]
@@ -94,7 +93,8 @@ def offense_defense_points(joined: pd.DataFrame, drop_flagged: bool = True) -> p
 
     Means are arithmetic, over the seeds where both values are usable (defense compute > 0,
     target reached, training row not flagged when ``drop_flagged``); ``n_seeds`` counts them
-    and ``n_censored`` the seeds whose attack never reached the target.
+    and ``n_censored`` the seeds whose attack never reached the target; ``run_ids`` and
+    ``training_run_ids`` name the evaluation and training runs behind the point.
     """
     keys = GROUP_KEYS + ["model_size", "round"]
     usable = _usable(joined, drop_flagged)
@@ -102,12 +102,15 @@ def offense_defense_points(joined: pd.DataFrame, drop_flagged: bool = True) -> p
         "defense_flops_fraction_pretrain": joined["defense_flops_fraction_pretrain"].where(usable),
         "attack_flops_fraction_pretrain": joined["attack_flops_fraction_pretrain"].where(usable),
         "usable_seed": joined["seed"].where(usable),
-        "censored": ~joined["reached"].astype(bool), "run_id": joined["run_id"].astype(str)})
+        "censored": ~joined["reached"].astype(bool), "run_id": joined["run_id"].astype(str),
+        "training_run_id": joined.get("training_run_id", pd.Series("", joined.index))
+        .fillna("").astype(str)})
     g = j.groupby([joined[k] for k in keys], dropna=False, observed=True)
     out = g.agg(defense_flops_fraction_pretrain=("defense_flops_fraction_pretrain", "mean"),
                 attack_flops_fraction_pretrain=("attack_flops_fraction_pretrain", "mean"),
                 n_seeds=("usable_seed", "nunique"), n_censored=("censored", "sum"),
-                run_ids=("run_id", lambda r: ",".join(sorted(set(r))[:6])))
+                run_ids=("run_id", id_summary),
+                training_run_ids=("training_run_id", id_summary))
     return out.reset_index()
 
 
@@ -135,9 +138,15 @@ def offense_defense_slopes(joined: pd.DataFrame, n_boot: int = 1000, ci: float =
         usable &= ~unreached
     elif censoring != "drop_seeds":
         raise ValueError(f"censoring must be 'drop_seeds' or 'drop_rounds', not {censoring!r}")
-    j = joined[usable]
     rows = []
-    for gkey, g in j.groupby(keys, dropna=False, observed=True):
+    for gkey, everything in joined.groupby(keys, dropna=False, observed=True):
+        g = everything[usable.loc[everything.index]]
+        if g.empty:  # every point censored or flagged: the size is reported, without a slope
+            rows.append({**dict(zip(keys, gkey)), "slope": np.nan, "intercept": np.nan,
+                         "slope_low": np.nan, "slope_high": np.nan, "n_rounds": 0,
+                         "n_seeds": int(everything["seed"].nunique()),
+                         "n_censored": int(censored.get(gkey, 0))})
+            continue
         x = g.pivot_table(index="seed", columns="round", values="defense_flops_fraction_pretrain",
                           aggfunc="mean")
         y = g.pivot_table(index="seed", columns="round", values="attack_flops_fraction_pretrain",
@@ -183,7 +192,8 @@ def parity_lines(points: pd.DataFrame) -> pd.DataFrame:
     d = d[(d["defense_flops_fraction_pretrain"] > 0) & (d["attack_flops_fraction_pretrain"] > 0)]
     rows = []
     for key, g in d.sort_values("round").groupby(keys, dropna=False, observed=True):
-        x0, y0 = g["defense_flops_fraction_pretrain"].iloc[0], g["attack_flops_fraction_pretrain"].iloc[0]
+        x0 = g["defense_flops_fraction_pretrain"].iloc[0]
+        y0 = g["attack_flops_fraction_pretrain"].iloc[0]
         x1 = g["defense_flops_fraction_pretrain"].max()
         for x in (x0, x1):
             rows.append({**dict(zip(keys, key)), "defense_flops_fraction_pretrain": x,

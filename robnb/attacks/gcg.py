@@ -57,8 +57,8 @@ def gcg(ctx: AttackContext) -> Iterator[IterationResult]:
         losses = torch.full((n_ex, n_c), float("inf"), device=scorer.device)
         losses[ex, cand] = s.loss
         pick = losses.argmin(1)
-        has = valid.any(1).to(scorer.device)
-        current = torch.where(has[:, None], candidates[every, pick], current)
+        move = valid.any(1).to(scorer.device)
+        current = torch.where(move[:, None], candidates[every, pick], current)
         best.update(ex, s.loss, s.success, flat, it)
         f, e = ctx.compute_totals()
         kept = losses[every, pick].cpu()

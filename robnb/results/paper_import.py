@@ -383,6 +383,8 @@ def _runs_table(attacks: pd.DataFrame, training: pd.DataFrame) -> pd.DataFrame:
     if len(training):
         parts.append(training.drop_duplicates("run_id")[cols]
                      .assign(stage="adversarial_training", model_revision=""))
+    if not parts:
+        return _empty("runs")
     runs = pd.concat(parts, ignore_index=True)
     return pd.DataFrame({
         "run_id": runs["run_id"], "stage": runs["stage"], "params_hash": "",

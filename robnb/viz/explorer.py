@@ -23,7 +23,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from robnb.analysis.curves import GROUP_KEYS, asr_curves
+from robnb.analysis.curves import GROUP_KEYS, asr_curves, id_summary
 from robnb.analysis.offense_defense import (attach_defense_compute, offense_defense_points,
                                             offense_defense_slopes, parity_lines)
 from robnb.analysis.target_compute import target_compute
@@ -63,13 +63,10 @@ def thin_iterations(curves: pd.DataFrame, max_points: int = 20) -> pd.DataFrame:
 
 def _provenance(attacks: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Run ids and source files behind each key, as short strings for tooltips."""
-    def short(values: pd.Series, n: int = 4) -> str:
-        u = sorted(values.astype(str).unique())
-        return ", ".join(u[:n]) + (f" (+{len(u) - n})" if len(u) > n else "")
-
     src = attacks["source_file"] if "source_file" in attacks else pd.Series("", attacks.index)
-    g = attacks.assign(_src=src.fillna("")).groupby(keys, dropna=False, observed=True)
-    return g.agg(runs=("run_id", short), files=("_src", short)).reset_index()
+    g = attacks.assign(_src=src.fillna("").astype(str), _run=attacks["run_id"].astype(str)) \
+        .groupby(keys, dropna=False, observed=True)
+    return g.agg(runs=("_run", id_summary), files=("_src", id_summary)).reset_index()
 
 
 def explorer_data(tables: dict[str, pd.DataFrame], targets: Sequence[float] = TARGETS,
@@ -111,7 +108,7 @@ def explorer_data(tables: dict[str, pd.DataFrame], targets: Sequence[float] = TA
         curves=cur, target=pd.concat(tgt, ignore_index=True),
         od_points=cat(pts, ["round", "defense_flops_fraction_pretrain",
                             "attack_flops_fraction_pretrain", "n_seeds", "n_censored",
-                            "run_ids"]),
+                            "run_ids", "training_run_ids"]),
         od_parity=cat(par, ["defense_flops_fraction_pretrain", "attack_flops_fraction_pretrain"]),
         od_slopes=cat(slo, ["slope", "slope_low", "slope_high", "n_rounds", "n_seeds",
                             "n_censored"]),
@@ -192,7 +189,7 @@ def explorer_chart(data: ExplorerData, bind: bool = True,
                  title="attack compute for target ÷ pretraining")
     od = alt.Chart(with_size_label(data.od_points)).mark_line(point=True).encode(
         x=x_od, y=y_od, color=color, opacity=fade, order="round:Q",
-        tooltip=["size_label", "round", "n_seeds", "n_censored", "run_ids",
+        tooltip=["size_label", "round", "n_seeds", "n_censored", "run_ids", "training_run_ids",
                  alt.Tooltip("defense_flops_fraction_pretrain:Q", format=".2e"),
                  alt.Tooltip("attack_flops_fraction_pretrain:Q", format=".2e")],
     ).transform_filter(where(True)).transform_filter(
@@ -218,7 +215,7 @@ def explorer_chart(data: ExplorerData, bind: bool = True,
     slope_bars = alt.Chart(sl).mark_rule().encode(
         x=x_sl, y="slope_low:Q", y2="slope_high:Q", color=color).transform_filter(where(True))
     one = alt.Chart(pd.DataFrame({"parity": [1.0]})).mark_rule(strokeDash=[4, 4]).encode(
-        y="parity:Q")
+        y="parity:Q").properties(name="parity_rule")  # named: the only data-free layer
     slopes = alt.layer(one, slope_bars, slope_dots).properties(
         title=PANEL_TITLES[3], width=420, height=260)
 

@@ -116,13 +116,18 @@ def slopes_vs_size(per_size: pd.DataFrame, prediction: pd.DataFrame | None,
     bars = alt.Chart(d).mark_rule(color="black").encode(x=x, y="slope_low:Q", y2="slope_high:Q")
     layers = [bars, dots]
     if prediction is not None and len(prediction):
-        pr = prediction.assign(kind=np.where(prediction["extrapolated"], "extrapolation", "fit"))
-        band = alt.Chart(pr).mark_area(opacity=0.15).encode(x=x, y="low:Q", y2="high:Q",
-                                                            color=alt.Color("kind:N", title=None))
-        line = alt.Chart(pr).mark_line().encode(
-            x=x, y="predicted:Q", color="kind:N",
-            strokeDash=alt.StrokeDash("kind:N", scale=alt.Scale(domain=["fit", "extrapolation"],
-                                                                range=[[1, 0], [6, 4]])))
+        pr = prediction.sort_values("model_size")
+        pr = pr.assign(kind=np.where(pr["extrapolated"], "extrapolation", "fit"))
+        fitted = pr[~pr["extrapolated"]]
+        if len(fitted) and pr["extrapolated"].any():  # join the dashed part to the solid one
+            pr = pd.concat([pr, fitted.tail(1).assign(kind="extrapolation")], ignore_index=True)
+        # constant colours: in a concatenation the colour scale is shared with the sizes
+        band = alt.Chart(pr).mark_area(opacity=0.15, color="firebrick").encode(
+            x=x, y="low:Q", y2="high:Q", detail="kind:N")
+        line = alt.Chart(pr).mark_line(color="firebrick").encode(
+            x=x, y="predicted:Q",
+            strokeDash=alt.StrokeDash("kind:N", title="trend", scale=alt.Scale(
+                domain=["fit", "extrapolation"], range=[[1, 0], [6, 4]])))
         layers = [band, line] + layers
     return alt.layer(*layers).properties(width=420, height=260, title=title)
 
@@ -191,3 +196,14 @@ def offense_defense_slopes(slopes: pd.DataFrame, title: str) -> alt.LayerChart:
     one = alt.Chart(pd.DataFrame({"parity": [1.0]})).mark_rule(strokeDash=[4, 4]).encode(
         y="parity:Q")
     return (one + bars + dots).properties(width=360, height=240, title=title)
+
+
+def grid(charts: Sequence[alt.TopLevelMixin], columns: int = 2) -> alt.VConcatChart:
+    """Charts in rows of ``columns``, each keeping its own size colours and legend.
+
+    Concatenated charts share colour scales by default and merge their size domains in order
+    of appearance, which scrambles the size order; independent scales keep each legend sorted.
+    """
+    rows = [alt.hconcat(*charts[i:i + columns]).resolve_scale(color="independent")
+            for i in range(0, len(charts), columns)]
+    return alt.vconcat(*rows).resolve_scale(color="independent")

