@@ -239,31 +239,43 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="neox,smollm2")
     p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--length", type=int, default=10, help="attack tokens (paper: 10)")
     p.add_argument("--top-k", type=int, default=256)
     p.add_argument("--width", type=int, default=128, help="candidates per iteration (paper: 128)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for both tools (1: the 2-core machine is shared)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--smollm2-prompts", type=int, default=None,
-                   help="fewer prompts for SmolLM2 (it is ~50x slower than the ladder model)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="alternate the two tools this often and take each one's median time")
+    p.add_argument("--smollm2-prompts", type=int, default=4,
+                   help="prompts for SmolLM2 (about 50x slower per candidate than neox-l)")
+    p.add_argument("--smollm2-iterations", type=int, default=10)
     args = p.parse_args(argv)
     dirs = {"neox": neox_dir, "smollm2": smollm2_dir}
     peak = matmul_peak(args.threads)
-    print(f"settings: {args.prompts} prompts, {args.iterations} iterations, attack length "
-          f"{args.length}, top-k {args.top_k}, width {args.width}, {args.threads} thread(s); "
-          f"matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"settings: attack length {args.length}, top-k {args.top_k}, width {args.width}, "
+          f"{args.threads} thread(s), {args.repeats} repeat(s); matmul peak {peak / 1e9:.1f} GFLOP/s")
     for name in args.models.split(","):
         model_dir = dirs[name]()
         run_args = argparse.Namespace(**vars(args))
-        if name == "smollm2" and args.smollm2_prompts:
-            run_args.prompts = args.smollm2_prompts
+        if name == "smollm2":
+            run_args.prompts, run_args.iterations = args.smollm2_prompts, args.smollm2_iterations
         init = initial_string(model_dir, args.length)
-        theirs = run_nanogcg(model_dir, init, run_args)
-        ours = run_robnb(model_dir, run_args)
-        peak = max(peak, matmul_peak(args.threads))
-        report(f"{name} ({model_dir.name}, {run_args.prompts} prompts; nanoGCG env "
-               f"{theirs['versions']})", ours, theirs, args.iterations, peak)
+        theirs_runs, ours_runs = [], []
+        for _ in range(args.repeats):
+            theirs_runs.append(run_nanogcg(model_dir, init, run_args))
+            ours_runs.append(run_robnb(model_dir, run_args))
+            peak = max(peak, matmul_peak(args.threads))
+        theirs, ours = _median_run(theirs_runs), _median_run(ours_runs)
+        report(f"{name} ({model_dir.name}, {run_args.prompts} prompts, {run_args.iterations} "
+               f"iterations; nanoGCG env {theirs['versions']})", ours, theirs,
+               run_args.iterations, peak)
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (losses are identical across repeats: fixed seeds)."""
+    return sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
 
 
 if __name__ == "__main__":

@@ -1,11 +1,10 @@
-"""The ``robnb`` command: run a profile, validate parameters, analyse results."""
+"""The ``robnb`` command: sweep a profile, validate parameters, analyse results."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 
@@ -21,9 +20,10 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``robnb sweep PROFILE`` and ``robnb run --profile PROFILE``: the same engine."""
     from robnb.params import ParamsError, load_params
-    from robnb.run import execute, plan, summary
+    from robnb.sweep import SweepBusy, run_sweep
 
     overrides = _parse_set(args.set)
     try:
@@ -31,32 +31,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ParamsError as e:
         print(f"robnb: {e}", file=sys.stderr)
         return 2
-    # Notebooks run with the repository as working directory: make the output root absolute.
+    # Kernels run with the repository as working directory: make the output root absolute.
     overrides = {**overrides, "output_root": str(Path(params.output_root).resolve())}
     params = load_params(args.profile, overrides)
-    executions = plan(params, args.profile, overrides, args.stages)
-    print(f"robnb run: profile '{params.name}', {len(executions)} notebook executions -> "
-          f"{params.run_dir}")
-    t0 = time.time()
-    for i, ex in enumerate(executions, 1):
-        print(f"[{i}/{len(executions)}] {ex.stage} {ex.size} ...", end=" ", flush=True)
-        try:
-            dt = execute(ex, log_output=args.verbose)
-        except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
-            print("FAILED")
-            print(f"robnb: {ex.stage} {ex.size} failed; executed copy kept beside "
-                  f"{ex.output}:\n{e}", file=sys.stderr)
-            return 1
-        print(f"{dt:.1f}s")
-    wall = time.time() - t0
-    import pandas as pd
+    try:
+        result = run_sweep(params, args.profile, overrides, stages=args.stages,
+                           workers=args.workers, ray=args.ray, ray_address=args.ray_address,
+                           retry_failed=args.retry_failed, force=args.force,
+                           fresh_kernels=args.fresh_kernels, wait_for_lock=not args.no_wait,
+                           verbose=args.verbose)
+    except SweepBusy as e:
+        print(f"robnb: {e}", file=sys.stderr)
+        return 3
+    except ValueError as e:  # an unknown stage name
+        print(f"robnb: {e}", file=sys.stderr)
+        return 2
+    if result.interrupted:
+        return 130
+    if not result.nothing_to_do:
+        print(f"\n== sweep\n{result.table()}")
+    from robnb.run import print_summary
 
-    with pd.option_context("display.width", 160, "display.max_columns", 20,
-                           "display.float_format", "{:.4g}".format):
-        for name, table in summary(params.run_dir).items():
-            print(f"\n== {name}\n{table.to_string(index=False)}")
-    print(f"\nrobnb run: done in {wall:.0f}s; results under {params.run_dir / 'results'}")
-    return 0
+    print_summary(params.run_dir)
+    print(f"\nrobnb sweep: {result.counts()} in {result.wall_s:.0f}s; results under "
+          f"{params.run_dir / 'results'}; logs beside each executed notebook")
+    return 0 if result.ok else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -74,13 +73,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robnb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute a profile's notebooks with papermill")
+    sweep = sub.add_parser("sweep", help="run a profile's notebooks as a cached, resumable sweep")
+    sweep.add_argument("profile", help="a profile name in params/ or a YAML path")
+    run = sub.add_parser("run", help="the same sweep, profile as an option (what `make run` does)")
     run.add_argument("--profile", default="quick")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a parameter, e.g. --set finetune.n_train=500")
-    run.add_argument("--stages", nargs="+", help="only these stages (default: all, in order)")
-    run.add_argument("--verbose", action="store_true", help="stream notebook output")
-    run.set_defaults(func=cmd_run)
+    for p in (sweep, run):
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a parameter, e.g. --set finetune.n_train=500")
+        p.add_argument("--stages", nargs="+", help="only these stages (default: all that exist)")
+        p.add_argument("--workers", type=int, help="parallel executions (default: CPU cores / "
+                       "resources.cpus; 1 = sequential); with --ray, the local instance's CPUs")
+        p.add_argument("--ray", action="store_true", help="run on a local Ray instance")
+        p.add_argument("--ray-address", help="join a Ray cluster (e.g. auto or ray://host:10001)")
+        p.add_argument("--retry-failed", action="store_true",
+                       help="run failed executions again (and what was skipped because of them)")
+        p.add_argument("--force", action="store_true",
+                       help="run finished executions again too (content caches still apply)")
+        p.add_argument("--fresh-kernels", action="store_true",
+                       help="a new kernel per notebook instead of one reused kernel per worker")
+        p.add_argument("--no-wait", action="store_true",
+                       help="stop at once (exit 3) if another sweep holds the run folder")
+        p.add_argument("--verbose", action="store_true", help="print each execution's start")
+        p.set_defaults(func=cmd_sweep)
     val = sub.add_parser("validate", help="validate a profile and print it resolved")
     val.add_argument("profile")
     val.add_argument("--set", action="append", metavar="KEY=VALUE")

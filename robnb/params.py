@@ -25,6 +25,7 @@ FAMILY_SIZES: dict[str, tuple[str, ...]] = {
     "smollm2": ("135m",),
 }
 ATTACKS = ("gcg", "random_token", "beast")
+EXTRA_MODELS = ("smollm2-135m",)
 PLACEMENTS = {"suffix": 1.0, "prefix": 0.0, "infix90": 0.9}
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -50,6 +51,7 @@ class PretrainParams(Strict):
 
 class FinetuneParams(Strict):
     n_train: PosInt = 20_000
+    n_train_per_task: dict[str, PosInt] = Field(default_factory=dict)  # overrides n_train
     n_val: PosInt = 200
     epochs: PosInt = 3
     batch_size: PosInt = 8
@@ -60,6 +62,17 @@ class FinetuneParams(Strict):
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     max_tokens: PosInt = 1000
     grad_clip: PosFloat = 1.0
+
+    @field_validator("n_train_per_task")
+    @classmethod
+    def _known(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = [t for t in v if t not in TASK_NAMES]
+        if bad:
+            raise ValueError(f"unknown task(s) {bad}; allowed: {', '.join(TASK_NAMES)}")
+        return v
+
+    def train_size(self, task: str) -> int:
+        return self.n_train_per_task.get(task, self.n_train)
 
 
 class AttackSpec(Strict):
@@ -86,6 +99,28 @@ class AttackParams(Strict):
     tasks: list[str] | None = None  # default: all tasks of the profile
 
 
+class ResourceParams(Strict):
+    """What one notebook execution asks a scheduler for (Ray), so large sizes get a GPU and small
+    ones can share one. ``cpus`` is also the number of CPU threads an execution uses, on every
+    executor, so local and Ray sweeps compute the same numbers."""
+    cpus: PosInt = 1
+    memory_gb: PosFloat | None = None  # per execution; None: no reservation
+    num_gpus: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # per size
+    default_num_gpus: Annotated[float, Field(ge=0)] = 0.0  # sizes not in num_gpus
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _whole_or_fraction(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: g for k, g in v.items() if g > 1 and g != int(g)}
+        if bad:
+            raise ValueError(f"GPUs per execution must be a fraction up to 1 or a whole number, "
+                             f"got {bad}")
+        return v
+
+    def gpus_for(self, size: str | None) -> float:
+        return self.num_gpus.get(size, self.default_num_gpus) if size else 0.0
+
+
 class Params(Strict):
     name: str
     description: str = ""
@@ -103,6 +138,7 @@ class Params(Strict):
     pretrain: PretrainParams = Field(default_factory=PretrainParams)
     finetune: FinetuneParams = Field(default_factory=FinetuneParams)
     attack: AttackParams = Field(default_factory=AttackParams)
+    resources: ResourceParams = Field(default_factory=ResourceParams)
 
     @field_validator("tasks")
     @classmethod
@@ -151,6 +187,23 @@ class Params(Strict):
             if t not in self.tasks:
                 raise ValueError(f"attack.tasks: '{t}' is not one of the profile's tasks {self.tasks}")
         return self
+
+    @model_validator(mode="after")
+    def _resource_sizes(self) -> "Params":
+        allowed = (*FAMILY_SIZES.get(self.family, ()), *EXTRA_MODELS)
+        bad = [s for s in self.resources.num_gpus if s not in allowed]
+        if bad:
+            raise ValueError(f"resources.num_gpus: unknown size(s) {bad} for family "
+                             f"'{self.family}'; allowed: {', '.join(allowed)}")
+        return self
+
+    @property
+    def models(self) -> list[str]:
+        """Every model a per-size stage runs on: the family's sizes, then the extra models."""
+        return [*self.sizes, *self.extra_models]
+
+    def family_of(self, model: str) -> str:
+        return "smollm2" if model in EXTRA_MODELS else self.family
 
     @property
     def run(self) -> str:

@@ -1,78 +1,358 @@
-"""Run a profile: execute each stage notebook with papermill, once per model size, in order.
+"""Execute one notebook of a sweep: the stage registry, papermill in a reused kernel, the
+executed copy written atomically with its log beside it, and the tables printed after a run.
 
-Every execution writes its executed copy to ``<run_dir>/<stage>/<size>/``; heavy work inside
-is content-addressed (see robnb.checkpoints), so a second run reuses what the first built.
+Planning, caching and scheduling of many executions live in :mod:`robnb.sweep`; this module is
+what a worker (a local thread or a Ray task) does with one execution.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import threading
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is not needed to plan or to say "nothing to do"
+    import pandas as pd
 
-from robnb.params import Params
+    from robnb.params import Params
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-STAGES: dict[str, str] = {
-    "pretrain": "00_pretrain.ipynb",
-    "finetune": "01_finetune.ipynb",
-}
 
+
+# ---------------------------------------------------------------- the stage registry
+
+@dataclass(frozen=True)
+class Stage:
+    """One notebook of the pipeline. Adding a stage to the sweep is one entry in ``STAGES``.
+
+    ``after``: stages this one runs after (the same size when both are per size, every size when
+    this one is global); missing or unselected ones are looked through to their own ``after``.
+    ``needs``: stages whose results this one cannot do without; if one of them has no notebook
+    yet (or does not apply to the family), this stage is skipped with a note instead of failing.
+    ``inputs``: "profile" notebooks get {profile, size, overrides, progress}; "results" notebooks
+    (analysis) get {results: [run_dir], out_dir, source: "own"} plus ``extra(params)``.
+    """
+    name: str
+    notebook: str
+    per_size: bool = True
+    after: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
+    families: tuple[str, ...] | None = None
+    inputs: Literal["profile", "results"] = "profile"
+    out_dir: str | None = None  # "results" notebooks: where they write, relative to the run dir
+    extra: Callable[["Params"], dict[str, Any]] | None = None
+
+
+def _analysis_iteration(params: "Params") -> dict[str, Any]:
+    """The ASR-vs-size figure is read at the longest attack the profile ran."""
+    its = [a.iterations for a in params.attack.attacks]
+    return {"iteration": max(its)} if its else {}
+
+
+PER_SIZE = ("pretrain", "finetune", "attack", "adversarial_training", "adversarial_vs_ood")
+STAGES: tuple[Stage, ...] = (
+    Stage("pretrain", "00_pretrain.ipynb", families=("local-neox",)),
+    Stage("finetune", "01_finetune.ipynb", after=("pretrain",)),
+    Stage("attack", "02_attack.ipynb", after=("finetune",), needs=("finetune",)),
+    Stage("adversarial_training", "03_adversarial_training.ipynb", after=("finetune",),
+          needs=("finetune",)),
+    Stage("adversarial_vs_ood", "06_adversarial_vs_ood.ipynb", after=("adversarial_training",),
+          needs=("adversarial_training",)),
+    Stage("scaling_analysis", "04_scaling_analysis.ipynb", per_size=False, after=PER_SIZE,
+          needs=("attack",), inputs="results", out_dir="analysis", extra=_analysis_iteration),
+    Stage("explorer", "05_offense_defense_explorer.ipynb", per_size=False, after=PER_SIZE,
+          needs=("attack",), inputs="results", out_dir="."),
+)
+
+
+def stage_parameters(stage: Stage, params: "Params", profile: str, overrides: dict[str, Any],
+                     size: str | None) -> dict[str, Any]:
+    """What papermill injects into the notebook's ``parameters`` cell."""
+    if stage.inputs == "results":
+        out = {"results": [str(params.run_dir)],
+               "out_dir": str(params.run_dir / (stage.out_dir or stage.name)), "source": "own"}
+        return {**out, **(stage.extra(params) if stage.extra else {})}
+    out = {"profile": str(profile), "overrides": overrides, "progress": False}
+    return {**out, "size": size} if size is not None else out
+
+
+# ---------------------------------------------------------------- one execution
 
 @dataclass(frozen=True)
 class Execution:
+    """Everything a worker needs to run one notebook; picklable (it travels to Ray workers)."""
     stage: str
-    size: str
+    size: str | None
     notebook: Path
     output: Path
-    parameters: dict
+    parameters: dict[str, Any]
+    threads: int = 1  # CPU threads of the kernel (resources.cpus): same numbers on any executor
+    kernel_log: Path | None = None  # the kernel process's own stderr (not cell output)
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}/{self.size}" if self.size else self.stage
+
+    @property
+    def log(self) -> Path:
+        return self.output.with_suffix(".log")
+
+    @property
+    def failed_copy(self) -> Path:
+        return self.output.with_suffix(".failed.ipynb")
 
 
-def plan(params: Params, profile: str, overrides: dict, stages: list[str] | None = None) -> list[Execution]:
-    """One execution per (stage, size); pretraining only exists for the local ladder."""
-    chosen = stages or list(STAGES)
-    unknown = [s for s in chosen if s not in STAGES]
-    if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
-    out = []
-    for stage in chosen:
-        if stage == "pretrain" and params.family != "local-neox":
-            continue
-        for size in params.sizes:
-            nb = NOTEBOOKS / STAGES[stage]
-            out.append(Execution(stage, size, nb, params.run_dir / stage / size / nb.name,
-                                 {"profile": str(profile), "size": size, "overrides": overrides,
-                                  "progress": False}))
-    return out
+@dataclass
+class Outcome:
+    status: Literal["done", "failed"]
+    wall_s: float
+    started_at: str
+    error: str = ""
+    traceback: str = ""
+    host: str = field(default_factory=socket.gethostname)
+    kernel_reused: bool = False
 
 
-def execute(ex: Execution, log_output: bool = False) -> float:
-    """Run one notebook with papermill; the executed copy is written atomically."""
-    import os
-    import tempfile
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
+
+def execute(ex: Execution, fresh_kernel: bool = False) -> Outcome:
+    """Run one notebook with papermill; never raises for a failing notebook.
+
+    The executed copy appears at ``ex.output`` only when complete (a killed worker leaves at
+    most a hidden partial file); a failing run keeps its copy as ``*.failed.ipynb`` and returns
+    the error and traceback. Cell output streams to ``ex.log`` as it happens.
+    """
+    import nbformat
     import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from robnb.results.provenance import now_iso
+    from robnb.results.store import atomic_write_text
 
     ex.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=ex.output.parent, prefix=".", suffix=".ipynb")
-    os.close(fd)
-    t0 = time.time()
-    try:
-        pm.execute_notebook(str(ex.notebook), tmp, parameters=ex.parameters, kernel_name="python3",
-                            progress_bar=False, log_output=log_output, cwd=str(REPO))
-        os.replace(tmp, ex.output)
-    except BaseException:
-        failed = ex.output.with_suffix(".failed.ipynb")
-        if Path(tmp).exists():
-            os.replace(tmp, failed)
-        raise
-    return time.time() - t0
+    partial = ex.output.parent / f".{ex.output.name}.partial.ipynb"
+    started, t0 = now_iso(), time.time()
+    kernel = _thread_kernel()
+    with open(ex.log, "a", encoding="utf-8") as log:
+        log.write(f"\n===== {ex.name}: {ex.notebook.name} started {started} on "
+                  f"{socket.gethostname()} pid {os.getpid()}\n")
+        log.flush()
+        reused = False
+        try:
+            km, reused = kernel.ready(_kernel_env(ex.threads), ex.kernel_log)
+            nb = pm.execute_notebook(str(ex.notebook), str(partial), parameters=ex.parameters,
+                                     engine_name=_engine(), km=km, progress_bar=False,
+                                     stdout_file=log, stderr_file=log)
+            atomic_write_text(ex.output, nbformat.writes(nb))
+            partial.unlink(missing_ok=True)
+            ex.failed_copy.unlink(missing_ok=True)
+            outcome = Outcome("done", time.time() - t0, started, kernel_reused=reused)
+        except BaseException as e:  # noqa: BLE001 - recorded, the sweep goes on
+            if isinstance(e, PapermillExecutionError):
+                error = f"{e.ename}: {e.evalue}"
+                tb = _ANSI.sub("", "\n".join(e.traceback))
+            else:
+                error = f"{type(e).__name__}: {e}"
+                tb = traceback.format_exc()
+            if partial.exists():
+                os.replace(partial, ex.failed_copy)
+            kernel.discard()  # a failed or dead kernel is never handed the next notebook
+            outcome = Outcome("failed", time.time() - t0, started, error, tb, kernel_reused=reused)
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            if fresh_kernel:
+                kernel.discard()
+        log.write(f"===== {ex.name}: {outcome.status} after {outcome.wall_s:.1f}s"
+                  f"{' (warm kernel)' if outcome.kernel_reused else ''}"
+                  f"{': ' + outcome.error if outcome.error else ''}\n")
+        if outcome.traceback:
+            log.write(outcome.traceback + "\n")
+    if outcome.status == "done":
+        kernel.reset()
+    return outcome
 
 
-def summary(run_dir: Path) -> dict[str, pd.DataFrame]:
+# ---------------------------------------------------------------- reused kernels
+
+# Variables that change what a kernel computes or where: a warm kernel is reused only while they
+# are unchanged (Ray sets CUDA_VISIBLE_DEVICES per task; the sweep sets the thread counts).
+_KERNEL_ENV_KEYS = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
+                    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_RESET = ("get_ipython().reset(new_session=True)\n"
+          "import gc as _gc, os as _os; _os.chdir({cwd!r}); _gc.collect(); del _gc, _os\n")
+
+
+def _kernel_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[key] = str(threads)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return env
+
+
+def _fingerprint(env: dict[str, str]) -> tuple:
+    return tuple(sorted((k, v) for k, v in env.items()
+                        if k in _KERNEL_ENV_KEYS or k.startswith("ROBNB_")))
+
+
+class Kernel:
+    """A Jupyter kernel that runs notebook after notebook in one worker.
+
+    Why: starting a kernel and importing torch, transformers and robnb costs seconds per
+    notebook, more than many executions' own work (bench/sweep_overhead.py). Between notebooks
+    the user namespace is reset (IPython ``reset``, garbage collected, working directory
+    restored), so every notebook starts from an empty namespace with modules already imported.
+    A kernel is replaced after any failure and whenever its environment (GPU assignment, thread
+    counts, ROBNB_* settings) would differ.
+    """
+
+    def __init__(self) -> None:
+        self.km = None
+        self.fingerprint: tuple = ()
+        self.used = False
+        self._stderr = None
+
+    def ready(self, env: dict[str, str], kernel_log: Path | None) -> tuple[Any, bool]:
+        """A live kernel with this environment; True when it already ran a notebook."""
+        if self.km is not None and (self.fingerprint != _fingerprint(env)
+                                    or not self.km.is_alive()):
+            self.discard()
+        if self.km is None:
+            from jupyter_client.manager import KernelManager
+
+            if kernel_log:
+                kernel_log.parent.mkdir(parents=True, exist_ok=True)
+            self._stderr = open(kernel_log, "a") if kernel_log else None  # noqa: SIM115
+            self.km = KernelManager(kernel_name="python3")
+            self.km.start_kernel(env=env, cwd=str(REPO), stdout=self._stderr,
+                                 stderr=self._stderr)
+            self.fingerprint, self.used = _fingerprint(env), False
+        reused, self.used = self.used, True
+        return self.km, reused
+
+    def reset(self) -> None:
+        """Empty the namespace for the next notebook; a kernel that cannot do so is dropped."""
+        if self.km is None:
+            return
+        kc = self.km.client()
+        try:
+            kc.start_channels()
+            kc.wait_for_ready(timeout=60)
+            reply = kc.execute_interactive(_RESET.format(cwd=str(REPO)), store_history=False,
+                                           timeout=60, output_hook=lambda msg: None)
+            if reply["content"].get("status") != "ok":
+                self.discard()
+        except Exception:  # noqa: BLE001
+            self.discard()
+        finally:
+            kc.stop_channels()
+
+    def discard(self) -> None:
+        if self.km is not None:
+            try:
+                self.km.shutdown_kernel(now=True)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+            try:
+                self.km.cleanup_resources()
+            except Exception:  # noqa: BLE001
+                pass
+            self.km = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+
+_LOCAL = threading.local()
+_ALL_KERNELS: list[Kernel] = []
+_ALL_LOCK = threading.Lock()
+
+
+def _thread_kernel() -> Kernel:
+    """Each worker thread (or Ray worker process) keeps its own kernel between executions."""
+    kernel = getattr(_LOCAL, "kernel", None)
+    if kernel is None:
+        kernel = _LOCAL.kernel = Kernel()
+        with _ALL_LOCK:
+            _ALL_KERNELS.append(kernel)
+    return kernel
+
+
+def shutdown_kernels() -> None:
+    """Stop this thread's kernel (call from each worker thread when it stops)."""
+    kernel = getattr(_LOCAL, "kernel", None)
+    if kernel is not None:
+        kernel.discard()
+
+
+def _shutdown_all() -> None:
+    with _ALL_LOCK:
+        for kernel in _ALL_KERNELS:
+            kernel.discard()
+
+
+import atexit  # noqa: E402 - kernels of a Ray worker process end with it
+
+atexit.register(_shutdown_all)
+
+
+def _register_engine() -> str:
+    """papermill's nbclient engine, but closing its kernel client when the kernel is not its own
+    (papermill leaves the client's channels and heartbeat thread open otherwise)."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+    from papermill.utils import merge_kwargs, remove_args
+
+    class Client(PapermillNotebookClient):
+        def execute(self, **kwargs):
+            try:
+                return super().execute(**kwargs)
+            finally:
+                if not self.owns_km and self.kc is not None:
+                    self.kc.stop_channels()
+                    self.kc = None
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False,
+                                     stdout_file=None, stderr_file=None, start_timeout=60,
+                                     execution_timeout=None, **kwargs):
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
+                                 kernel_name=kernel_name, log=logger, log_output=log_output,
+                                 stdout_file=stdout_file, stderr_file=stderr_file)
+            return Client(nb_man, **final).execute()
+
+    papermill_engines.register("robnb", Engine)
+    return "robnb"
+
+
+_ENGINE_LOCK = threading.Lock()
+_ENGINE_NAME: str | None = None
+
+
+def _engine() -> str:
+    global _ENGINE_NAME
+    with _ENGINE_LOCK:
+        if _ENGINE_NAME is None:
+            _ENGINE_NAME = _register_engine()
+    return _ENGINE_NAME
+
+
+# ---------------------------------------------------------------- after a run
+
+def summary(run_dir: Path) -> "dict[str, pd.DataFrame]":
     """The tables a user wants first: pretraining loss and validation accuracy per size."""
     from robnb.results.store import read_table
 
@@ -88,9 +368,19 @@ def summary(run_dir: Path) -> dict[str, pd.DataFrame]:
         acc = ev.pivot_table(index=["model", "model_size"], columns="task", values="accuracy",
                              aggfunc="mean").reset_index().sort_values("model_size")
         out["accuracy"] = acc
-        out["majority"] = ev.groupby("task")["majority_baseline"].mean().to_frame().T
+        if "majority_baseline" in ev:
+            out["majority"] = ev.groupby("task")["majority_baseline"].mean().to_frame().T
     runs = read_table(run_dir, "runs")
     if len(runs):
         out["runs"] = runs.groupby(["stage", "status"]).agg(n=("run_id", "size"),
                                                           wall_s=("wall_s", "sum")).reset_index()
     return out
+
+
+def print_summary(run_dir: Path) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.max_columns", 20,
+                           "display.float_format", "{:.4g}".format):
+        for name, table in summary(run_dir).items():
+            print(f"\n== {name}\n{table.to_string(index=False)}")

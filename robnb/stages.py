@@ -18,8 +18,6 @@ from robnb.results.store import write_records
 from robnb.tasks import load_task
 from robnb.train import fits, train_epochs
 
-FAMILY_OF = {"local-neox": "local-neox", "pythia": "pythia", "qwen2.5": "qwen2.5",
-             "smollm2": "smollm2"}
 
 
 def cache_root(params: Params) -> Path:
@@ -83,11 +81,23 @@ def pretrained_folder(params: Params, size: str) -> tuple[Path, dict]:
 
 # ---------------------------------------------------------------- models
 
+def check_model(params: Params, size: str) -> None:
+    if size not in params.models:
+        raise ValueError(f"size '{size}' is not in profile '{params.name}'; its models: "
+                         f"{', '.join(params.models)}")
+
+
 def model_info(params: Params, size: str) -> dict:
     """Where a size's base model is and the numbers the records need (size, pretraining FLOPs)."""
     from robnb.flops import PYTHIA_PRETRAIN_TOKENS, pretrain_flops
     from robnb.models.registry import model_source
 
+    if params.family_of(size) == "smollm2":
+        from robnb.models.smollm2 import smollm2_folder
+
+        folder = smollm2_folder(cache_root(params) / "smollm2-135m")
+        return {"source": str(folder), "revision": None, "model_size": None,
+                "pretrain_flops": None, "base_key": "smollm2-135m-q4_1"}
     if params.family == "local-neox":
         folder, meta = pretrained_folder(params, size)
         return {"source": str(folder), "revision": None, "model_size": meta["classifier_params"],
@@ -107,8 +117,9 @@ def finetune_dir(params: Params, size: str, task: str, seed: int) -> Path:
 
 
 def finetune_key(params: Params, size: str, task: str, seed: int, base_key: str) -> str:
-    return stable_hash({"base": base_key, "task": task, "seed": seed,
-                        "finetune": params.finetune.model_dump(),
+    fp = params.finetune.model_dump(exclude={"n_train", "n_train_per_task"})
+    return stable_hash({"base": base_key, "task": task, "seed": seed, "finetune": fp,
+                        "n_train": params.finetune.train_size(task),
                         "source": params.task_sources.get(task)})
 
 
@@ -126,7 +137,7 @@ def finetune_one(params: Params, size: str, task: str, seed: int, info: dict,
         model, tok = load_sequence_classifier(info["source"], revision=info["revision"],
                                               device=device)
         src = params.task_sources.get(task)
-        train = fits(load_task(task, "train", fp.n_train, seed, src), tok, fp.max_tokens)
+        train = fits(load_task(task, "train", fp.train_size(task), seed, src), tok, fp.max_tokens)
         val = fits(load_task(task, "validation", fp.n_val, 0, src), tok, fp.max_tokens)
         if len(train) < fp.batch_size or not val:
             raise ValueError(f"finetune.max_tokens={fp.max_tokens} leaves {len(train)} training "
@@ -151,6 +162,7 @@ def finetune_one(params: Params, size: str, task: str, seed: int, info: dict,
 
 def finetune_stage(params: Params, size: str, progress: bool = True) -> pd.DataFrame:
     """Fine-tune every (task, seed) of a size; completed ones are reused (resumable)."""
+    check_model(params, size)
     set_threads()
     device = resolve_device(params.device)
     info = model_info(params, size)
@@ -166,11 +178,12 @@ def finetune_stage(params: Params, size: str, progress: bool = True) -> pd.DataF
             if pflops is None and info.get("pretrain_tokens"):
                 pflops = info["_pretrain_flops_fn"](model_size, info["pretrain_tokens"])
             m = meta["metrics"]
-            evals.append({"run_id": run_id, "family": params.family, "model": size,
+            family = params.family_of(size)
+            evals.append({"run_id": run_id, "family": family, "model": size,
                           "model_size": model_size, "pretrain_flops": pflops, "task": task,
                           "split": "validation", "seed": seed, "round": 0,
                           "majority_baseline": meta["majority_baseline"], **m})
-            training.append({"run_id": run_id, "family": params.family, "model": size,
+            training.append({"run_id": run_id, "family": family, "model": size,
                              "model_size": model_size, "task": task, "seed": seed, "round": 0,
                              "train_flops": meta["finetune_flops"],
                              "adversarial_generation_flops": 0.0,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
 
@@ -61,7 +62,7 @@ def _train(model: torch.nn.Module, batches, lm: bool) -> None:
 def tiny() -> Tiny:
     torch.manual_seed(0)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from threads
+    torch.set_num_threads(1)
     try:
         root = Path(tempfile.mkdtemp(prefix="robnb-attack-tests-"))
         texts = [e.text + e.label_texts[e.label] for t in OFFLINE_TASKS
@@ -80,3 +81,12 @@ def tiny() -> Tiny:
         return Tiny(tok, clf, lm, root)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads and the machine is shared: run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

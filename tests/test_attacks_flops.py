@@ -5,7 +5,7 @@ forward pass computes."""
 from __future__ import annotations
 
 import torch
-from attack_fixtures import tiny
+from attack_fixtures import one_thread, tiny  # noqa: F401 (autouse fixture)
 from transformers import GPTNeoXForSequenceClassification
 
 from robnb.attacks.gcg import gcg

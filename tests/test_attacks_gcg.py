@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attack_fixtures import tiny
+from attack_fixtures import one_thread, tiny  # noqa: F401 (autouse fixture)
 
 from robnb.attacks.gcg import gcg, sample_swaps
 from robnb.attacks.prompts import label_prompts

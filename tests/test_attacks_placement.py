@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attack_fixtures import tiny
+from attack_fixtures import one_thread, tiny  # noqa: F401 (autouse fixture)
 
 from robnb.attacks.placement import (allowed_token_mask, decode_attack, encode_slot, encode_text,
                                      initial_attack_ids, roundtrip_mask)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from attack_fixtures import tiny
+from attack_fixtures import one_thread, tiny  # noqa: F401 (autouse fixture)
 
 from robnb.attacks.gcg import gcg
 from robnb.attacks.generative import chat_example, target_prompts

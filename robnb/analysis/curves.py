@@ -77,6 +77,27 @@ def round_stage(attacks: pd.DataFrame) -> pd.Series:
                      index=attacks.index)
 
 
+def first_round(attacks: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each (group, size)'s first round: the models before adversarial training.
+
+    The first round is the smallest one any seed of the (group, model size) logged, so a seed
+    whose history starts later contributes no rows. Rows with a missing grouping key are left
+    out (they belong to no group).
+    """
+    first = attacks.groupby(GROUP_KEYS + ["model_size"])["round"].transform("min")
+    return attacks[attacks["round"] == first]
+
+
+def adversarially_trained(attacks: pd.DataFrame) -> pd.DataFrame:
+    """Rows of models that went through adversarial training.
+
+    A (group, size, seed) history qualifies when it logged more than one round, or when its
+    defense names adversarial training (``adv…``) even with a single round evaluated.
+    """
+    n_rounds = attacks.groupby(GROUP_KEYS + ["model_size", "seed"])["round"].transform("nunique")
+    return attacks[(n_rounds > 1) | attacks["defense"].str.startswith("adv")]
+
+
 def round_summary(per_run: pd.DataFrame, value_cols: list[str]) -> pd.DataFrame:
     """Mean over seeds of per-run values per (group, size, round), with the seed count."""
     keys = GROUP_KEYS + ["model_size", "round"]

@@ -15,14 +15,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from robnb.attacks.base import AttackContext, AttackFn
+from robnb.attacks.base import AttackContext, AttackFn, IterationResult
 from robnb.attacks.beast import beast, proposal_prompts
 from robnb.attacks.gcg import gcg
 from robnb.attacks.generative import target_prompts
 from robnb.attacks.placement import allowed_token_mask, decode_attack, encode_text
 from robnb.attacks.prompts import AttackPrompt, Mode, label_prompts
 from robnb.attacks.random_token import random_token
-from robnb.attacks.scoring import IGNORE, Scorer, scores_from_logits
+from robnb.attacks.scoring import IGNORE, Scorer, Scores, scores_from_logits
 from robnb.models.counting import classifier_params
 from robnb.params import PLACEMENTS, AttackSpec
 from robnb.tasks.base import Example
@@ -85,9 +85,10 @@ def run_attack(model: torch.nn.Module, tokenizer, examples: Sequence[Example], s
     """Attack ``examples`` with ``spec``; returns (per-iteration records, per-example strings).
 
     ``targets`` (one string per example) switches to target mode for causal LMs. ``context``
-    fills the result-table columns this function cannot know (run_id, family, model, task, …).
-    ``batch_examples`` examples are attacked together; ``max_batch_tokens`` bounds one forward.
-    ``progress(done, total)`` is called after each iteration of each batch.
+    fills the result-table columns this function cannot know (run_id, family, model, task,
+    pretrain_flops, seed). ``batch_examples`` examples are attacked together; ``max_batch_tokens``
+    bounds one forward pass. ``progress(done, total)`` is called after every iteration of every
+    batch. ``n_params`` overrides N of the FLOP formula (default: all model parameters).
     """
     if spec.name not in ATTACKS:
         raise KeyError(f"unknown attack '{spec.name}'; known: {', '.join(ATTACKS)}")
@@ -98,70 +99,73 @@ def run_attack(model: torch.nn.Module, tokenizer, examples: Sequence[Example], s
         attacked = (~clean_success(model, prompts, mode, max_batch_tokens)).nonzero().squeeze(1).tolist()
         vocab = model.get_input_embeddings().weight.shape[0]
         allowed = allowed_token_mask(tokenizer, vocab, ascii_only)
-        n_iter = spec.iterations
-        totals = {k: [0.0] * n_iter for k in ("flipped", "prob", "loss", "flops", "executed",
-                                                "scored", "wall")}
+        n_params = n_params or classifier_params(model)
+        curve = _Curve(spec.iterations)
         strings: list[dict] = []
         batches = [attacked[i:i + batch_examples] for i in range(0, len(attacked), batch_examples)]
-        n_params_used = None
         for b, idx in enumerate(batches):
             ctx = attack_context(model, tokenizer, [prompts[i] for i in idx], mode, spec,
                                  proposal_model=proposal_model, allowed=allowed, batch_index=b,
                                  use_prefix_cache=use_prefix_cache,
                                  share_attack_prefix=share_attack_prefix,
                                  max_batch_tokens=max_batch_tokens, n_params=n_params)
-            n_params_used = ctx.scorer.compute.formula.n_params
-            tick = time.perf_counter()
-            last = None
-            for res in ATTACKS[spec.name](ctx):
-                t = res.iteration - 1
-                totals["flipped"][t] += int(res.success.sum())
-                totals["prob"][t] += float(res.prob.sum())
-                totals["loss"][t] += float(res.loss.sum())
-                totals["flops"][t] += res.flops
-                totals["executed"][t] += res.flops_executed
-                totals["scored"][t] += res.n_scored
+            tick, last = time.perf_counter(), None
+            for last in ATTACKS[spec.name](ctx):
                 now = time.perf_counter()
-                totals["wall"][t] += now - tick
-                tick, last = now, res
+                curve.add(last, now - tick)
+                tick = now
                 if progress is not None:
-                    progress(b * n_iter + res.iteration, len(batches) * n_iter)
-            for j, i in enumerate(idx):
-                strings.append({
-                    "example_index": i, "attack": spec.name, "placement": spec.placement,
-                    "position": spec.position, "round": round_index,
-                    "iteration": int(last.found_at[j]),
-                    "attack_string": decode_attack(tokenizer, last.attack_ids[j]),
-                    "attack_ids": list(last.attack_ids[j]), "success": bool(last.success[j]),
-                    "loss": float(last.loss[j]), "target_prob": float(last.prob[j]),
-                    "target": None if targets is None else targets[i],
-                })
-        base = _context_columns(context, spec, n_params_used or n_params or classifier_params(model))
+                    progress(b * spec.iterations + last.iteration, len(batches) * spec.iterations)
+            strings += _strings(tokenizer, spec, round_index, idx, last, targets)
+        base = {**dict.fromkeys(CONTEXT_KEYS), "model_size": n_params, "seed": spec.seed,
+                **dict(context or {})}
         for s in strings:
             s.update({k: base[k] for k in ("run_id", "model", "task", "seed")})
-        n_att = len(attacked)
-        records = []
-        for t in range(n_iter):
-            records.append({
-                **base, "attack": spec.name, "placement": spec.placement, "round": round_index,
-                "iteration": t + 1, "n_examples": len(examples), "n_correct_before": n_att,
-                "n_flipped": int(totals["flipped"][t]),
-                "asr": totals["flipped"][t] / n_att if n_att else float("nan"),
-                "mean_target_prob": totals["prob"][t] / n_att if n_att else float("nan"),
-                "mean_loss": totals["loss"][t] / n_att if n_att else float("nan"),
-                "attack_flops": totals["flops"][t], "attack_flops_executed": totals["executed"][t],
-                "n_candidates_scored": int(totals["scored"][t]), "wall_s": totals["wall"][t],
-            })
-        return records, strings
+        head = {**base, "attack": spec.name, "placement": spec.placement, "round": round_index,
+                "n_examples": len(examples), "n_correct_before": len(attacked)}
+        return curve.records(head, len(attacked)), strings
     finally:
         model.train(was_training)
 
 
-def _context_columns(context: Mapping[str, Any] | None, spec: AttackSpec, n_params: int) -> dict:
-    base: dict[str, Any] = {k: None for k in CONTEXT_KEYS}
-    base.update({"model_size": n_params, "seed": spec.seed})
-    base.update(dict(context or {}))
-    return base
+class _Curve:
+    """Per-iteration sums over the example batches."""
+
+    def __init__(self, n_iterations: int):
+        self.sums = [dict(flipped=0, prob=0.0, loss=0.0, flops=0.0, executed=0.0, scored=0, wall=0.0)
+                     for _ in range(n_iterations)]
+
+    def add(self, res: IterationResult, wall: float) -> None:
+        s = self.sums[res.iteration - 1]
+        s["flipped"] += int(res.success.sum())
+        s["prob"] += float(res.prob.sum())
+        s["loss"] += float(res.loss.sum())
+        s["flops"] += res.flops
+        s["executed"] += res.flops_executed
+        s["scored"] += res.n_scored
+        s["wall"] += wall
+
+    def records(self, head: dict, n_attacked: int) -> list[dict]:
+        def mean(x: float) -> float:
+            return x / n_attacked if n_attacked else float("nan")
+
+        return [{**head, "iteration": t + 1, "n_flipped": s["flipped"], "asr": mean(s["flipped"]),
+                 "mean_target_prob": mean(s["prob"]), "mean_loss": mean(s["loss"]),
+                 "attack_flops": s["flops"], "attack_flops_executed": s["executed"],
+                 "n_candidates_scored": s["scored"], "wall_s": s["wall"]}
+                for t, s in enumerate(self.sums)]
+
+
+def _strings(tokenizer, spec: AttackSpec, round_index: int, idx: list[int],
+             last: IterationResult, targets: Sequence[str] | None) -> list[dict]:
+    """Each attacked example's best attack, with what replay needs to re-score it."""
+    return [{"example_index": i, "attack": spec.name, "placement": spec.placement,
+             "position": spec.position, "round": round_index, "iteration": int(last.found_at[j]),
+             "attack_string": decode_attack(tokenizer, last.attack_ids[j]),
+             "attack_ids": list(last.attack_ids[j]), "success": bool(last.success[j]),
+             "loss": float(last.loss[j]), "target_prob": float(last.prob[j]),
+             "target": None if targets is None else targets[i]}
+            for j, i in enumerate(idx)]
 
 
 def replay(model: torch.nn.Module, tokenizer, examples: Sequence[Example],
@@ -175,40 +179,12 @@ def replay(model: torch.nn.Module, tokenizer, examples: Sequence[Example],
     """
     was_training = model.training
     model.eval()
-    pad = model.config.pad_token_id
-    step = batch_size if pad is not None else 1
+    step = batch_size if model.config.pad_token_id is not None else 1  # HF pools via the pad id
     out: list[dict] = []
     try:
         for start in range(0, len(strings), step):
             group = strings[start:start + step]
-            seqs, reads, tgts, avoid, mode = [], [], [], [], "label"
-            for s in group:
-                i = int(s["example_index"])
-                position = float(s.get("position", PLACEMENTS.get(s.get("placement"), 1.0)))
-                target = targets[i] if targets is not None else s.get("target")
-                mode, (prompt,) = build_prompts(tokenizer, [examples[i]], position,
-                                                None if target is None else [target])
-                attack = encode_text(tokenizer, s["attack_string"])
-                seqs.append(list(prompt.before) + attack + list(prompt.after))
-                reads.append([len(prompt.before) + len(attack) + r for r in prompt.read])
-                tgts.append(list(prompt.target))
-                avoid.append(-1 if prompt.avoid is None else prompt.avoid)
-            width, n_read = max(map(len, seqs)), max(map(len, reads))
-            ids = torch.full((len(seqs), width), pad if pad is not None else 0, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            read = torch.zeros(len(seqs), n_read, dtype=torch.long)
-            target = torch.full((len(seqs), n_read), IGNORE, dtype=torch.long)
-            for r, (seq, rd, tg) in enumerate(zip(seqs, reads, tgts)):
-                ids[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), 1
-                read[r, :len(rd)], target[r, :len(tg)] = torch.tensor(rd), torch.tensor(tg)
-            device = model.get_input_embeddings().weight.device
-            with torch.no_grad():
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            if mode == "label":
-                logits = logits.unsqueeze(1)  # HF pools the last non-pad token itself
-            else:
-                logits = logits.gather(1, read.to(device).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-            sc = scores_from_logits(logits, target.to(device), torch.tensor(avoid, device=device), mode)
+            sc = _rescore(model, [_replay_input(tokenizer, examples, s, targets) for s in group])
             for r, s in enumerate(group):
                 logged = s.get("success")
                 out.append({"example_index": int(s["example_index"]),
@@ -218,3 +194,42 @@ def replay(model: torch.nn.Module, tokenizer, examples: Sequence[Example],
         return out
     finally:
         model.train(was_training)
+
+
+def _replay_input(tokenizer, examples: Sequence[Example], s: Mapping[str, Any],
+                  targets: Sequence[str] | None) -> tuple[Mode, list[int], list[int], AttackPrompt]:
+    """(mode, full input ids, absolute read positions, prompt) for one stored string."""
+    i = int(s["example_index"])
+    position = float(s.get("position", PLACEMENTS.get(s.get("placement"), 1.0)))
+    target = targets[i] if targets is not None else s.get("target")
+    mode, (prompt,) = build_prompts(tokenizer, [examples[i]], position,
+                                    None if target is None else [target])
+    attack = encode_text(tokenizer, s["attack_string"])
+    ids = list(prompt.before) + attack + list(prompt.after)
+    return mode, ids, [len(prompt.before) + len(attack) + r for r in prompt.read], prompt
+
+
+def _rescore(model: torch.nn.Module,
+             items: list[tuple[Mode, list[int], list[int], AttackPrompt]]) -> Scores:
+    modes = {m for m, *_ in items}
+    if len(modes) != 1:
+        raise ValueError("replay one mode (label or target) per call")
+    mode = modes.pop()
+    device = model.get_input_embeddings().weight.device
+    pad = model.config.pad_token_id
+    width, n_read = max(len(x[1]) for x in items), max(len(x[2]) for x in items)
+    ids = torch.full((len(items), width), 0 if pad is None else pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    read = torch.zeros(len(items), n_read, dtype=torch.long)
+    target = torch.full((len(items), n_read), IGNORE, dtype=torch.long)
+    for r, (_, seq, rd, prompt) in enumerate(items):
+        ids[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), 1
+        read[r, :len(rd)], target[r, :len(rd)] = torch.tensor(rd), torch.tensor(prompt.target)
+    avoid = torch.tensor([-1 if x[3].avoid is None else x[3].avoid for x in items], device=device)
+    with torch.no_grad():
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    if mode == "label":
+        logits = logits.unsqueeze(1)  # HF pooled the last non-pad token itself
+    else:
+        logits = logits.gather(1, read.to(device).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    return scores_from_logits(logits, target.to(device), avoid, mode)

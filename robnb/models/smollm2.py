@@ -37,6 +37,8 @@ def smollm2_folder(cache: Path | None = None) -> Path:
 
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
+        # the weights are already dequantised to fp32: drop the GGUF marks so it saves plainly
+        model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(str(tmp), safe_serialization=True)

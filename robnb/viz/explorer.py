@@ -125,12 +125,35 @@ def default_selection(data: ExplorerData) -> dict[str, str]:
     return dict(zip(SELECTORS, (str(v) for v in top)))
 
 
+def selection_for_source(data: ExplorerData, source: str) -> dict[str, str]:
+    """The setting shown first within ``source``: its (task, attack, placement, defense) with the
+    most offense/defense points; :func:`default_selection` when the source has none (or is not
+    in the data)."""
+    if source in set(data.curves["source"]) and len(data.od_points):
+        sub = data.od_points[data.od_points["source"] == source]
+        if not sub.empty:
+            top = sub.groupby(list(SELECTORS)).size().idxmax()
+            return dict(zip(SELECTORS, (str(v) for v in top)))
+    return default_selection(data)
+
+
+def default_target(targets: Sequence[float]) -> float:
+    """The target ASR (percent) shown first: 5% when offered (the paper's), else the first."""
+    return 5.0 if 5.0 in targets else targets[0]
+
+
+def split_by_source(tables: dict[str, pd.DataFrame]) -> dict[str, dict[str, pd.DataFrame]]:
+    """Every table restricted to each source present in the attacks (sorted by source name)."""
+    return {s: {t: df[df["source"] == s] for t, df in tables.items()}
+            for s in sorted(set(tables["attacks"]["source"]))}
+
+
 def explorer_chart(data: ExplorerData, bind: bool = True,
                    selection: dict[str, str] | None = None,
                    target: float | None = None) -> alt.VConcatChart:
     """The four linked panels; with ``bind`` the selectors are dropdowns inside the chart."""
     sel = {**default_selection(data), **(selection or {})}
-    target = target if target is not None else (5.0 if 5.0 in data.targets else data.targets[0])
+    target = target if target is not None else default_target(data.targets)
     params = {}
     for name in SELECTORS:
         options = sorted(data.curves[name].astype(str).unique())
@@ -265,6 +288,15 @@ class Explorer:
         self.widget = w.VBox([w.HBox([self.source, *self.selects.values()]),
                               w.HBox([self.target, self.sizes]), self.output])
         self.update()
+
+    @classmethod
+    def for_tables(cls, tables: dict[str, pd.DataFrame], target: float = 5.0,
+                   n_boot: int = 200, source: str | None = None) -> Explorer:
+        """An explorer over ``tables`` split by source, showing ``source`` first if present."""
+        explorer = cls(split_by_source(tables), target=target, n_boot=n_boot)
+        if source in explorer.tables_by_source:
+            explorer.source.value = source
+        return explorer
 
     def _attacks(self) -> pd.DataFrame:
         return self.tables_by_source[self.source.value]["attacks"]

@@ -207,3 +207,10 @@ def grid(charts: Sequence[alt.TopLevelMixin], columns: int = 2) -> alt.VConcatCh
     rows = [alt.hconcat(*charts[i:i + columns]).resolve_scale(color="independent")
             for i in range(0, len(charts), columns)]
     return alt.vconcat(*rows).resolve_scale(color="independent")
+
+
+def grid_or_note(charts: Sequence[alt.TopLevelMixin], note: str, columns: int = 2,
+                 max_charts: int | None = None) -> alt.VConcatChart | str:
+    """:func:`grid` of the first ``max_charts`` charts (all when None), or ``note`` for none."""
+    shown = list(charts)[:max_charts]
+    return grid(shown, columns=columns) if shown else note

@@ -1,0 +1,148 @@
+"""Real sweeps of the tiny ci profile through the ``robnb`` command: a no-op re-run, SIGKILL at a
+random moment and resume, two sweeps at once on one folder, and a local Ray instance, each
+compared with one uninterrupted sweep's results tables.
+
+Every sweep gets its own output root and so its own content cache: equal tables mean the
+numbers were recomputed identically, not copied (CPU runs are deterministic with fixed seeds and
+fixed thread counts; resources.cpus fixes the threads on every executor).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from robnb.results.store import read_table
+
+REPO = Path(__file__).resolve().parents[1]
+TABLES = ("pretraining", "evaluations", "training", "runs")
+# provenance, not results: when, how long, where, which code, and whether a cache was hit
+IGNORE = {"wall_s", "started_at", "git_commit", "packages", "device", "params_hash", "status",
+          "error"}
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("ROBNB_")}
+
+
+def _cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "robnb.cli", "sweep", "ci", "--workers", "2",
+            "--set", f"output_root={out}", *extra]
+
+
+def _sweep(out: Path, *extra: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.time()
+    proc = subprocess.run(_cmd(out, *extra), cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    return proc, time.time() - t0
+
+
+def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    out = {}
+    for name in TABLES:
+        df = read_table(run_dir, name)
+        df = df[sorted(c for c in df.columns if c not in IGNORE)]
+        out[name] = df.sort_values(list(df.columns)).reset_index(drop=True)
+    return out
+
+
+def _assert_same_results(run_dir: Path, reference: dict[str, pd.DataFrame]) -> None:
+    got = _tables(run_dir)
+    for name in TABLES:
+        assert len(reference[name]), name
+        pd.testing.assert_frame_equal(got[name], reference[name], check_exact=True, obj=name)
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(f.read_text()) for f in (run_dir / "sweep" / "state").glob("*.json")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    proc, wall = _sweep(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    print(f"\nuninterrupted ci sweep, local executor, 2 workers: {wall:.1f}s")
+    return {"out": out, "run_dir": out / "ci", "wall": wall, "tables": _tables(out / "ci"),
+            "stdout": proc.stdout}
+
+
+def test_uninterrupted_sweep_runs_every_execution_once(reference):
+    recs = _records(reference["run_dir"])
+    assert sorted((r["stage"], r["size"]) for r in recs) == sorted(
+        (s, z) for s in ("pretrain", "finetune") for z in ("neox-xs", "neox-s"))
+    assert all(r["status"] == "done" and r["attempt"] == 1 for r in recs)
+    for r in recs:
+        assert Path(r["output"]).is_file() and "===== " in Path(r["log"]).read_text()
+    assert "== sweep" in reference["stdout"] and "== accuracy" in reference["stdout"]
+
+
+def test_noop_rerun_says_so_and_executes_nothing(reference):
+    run_dir = reference["run_dir"]
+    watched = [*(run_dir / "sweep" / "state").glob("*.json"), *run_dir.glob("*/*/*.ipynb"),
+               *run_dir.glob("results/*/*.parquet")]
+    before = {p: p.stat().st_mtime_ns for p in watched}
+    proc, wall = _sweep(reference["out"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nothing to do: all 4 executions of this plan finished earlier" in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in watched} == before
+    print(f"\nno-op re-run (whole command): {wall:.2f}s")
+
+
+def test_sigkill_at_a_random_moment_then_resume_gives_the_same_results(reference, tmp_path):
+    delay = float(os.environ.get("ROBNB_TEST_KILL_AT") or
+                  random.uniform(1.0, 0.9 * reference["wall"]))
+    run_dir = tmp_path / "ci"
+    proc = subprocess.Popen(_cmd(tmp_path), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.5)  # its kernels notice their parent is gone within a second and exit
+    done_at_kill = sum(r["status"] == "done" for r in _records(run_dir)) if run_dir.exists() else 0
+    for f in run_dir.glob("results/*/*.parquet"):  # whatever is visible is whole
+        pd.read_parquet(f)
+
+    resumed, wall = _sweep(tmp_path)
+    print(f"\nkilled after {delay:.1f}s with {done_at_kill}/4 executions recorded done; "
+          f"resume took {wall:.1f}s")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"({4 - done_at_kill} to run, {done_at_kill} finished earlier)" in resumed.stdout \
+        or done_at_kill == 4
+    _assert_same_results(run_dir, reference["tables"])
+
+
+def test_two_sweeps_at_once_on_one_folder(reference, tmp_path):
+    procs = [subprocess.Popen(_cmd(tmp_path), cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    stdouts = [o[0] for o in outs]
+    assert sum("waiting for another sweep" in s for s in stdouts) == 1, stdouts
+    assert sum("nothing to do" in s for s in stdouts) == 1, stdouts
+    recs = _records(tmp_path / "ci")
+    assert len(recs) == 4 and all(r["attempt"] == 1 and r["status"] == "done" for r in recs)
+    for r in recs:  # each notebook ran exactly once
+        assert Path(r["log"]).read_text().count("===== ") == 2  # its start and end lines
+    _assert_same_results(tmp_path / "ci", reference["tables"])
+
+
+def test_local_ray_instance_gives_the_same_results(reference, tmp_path):
+    pytest.importorskip("ray")
+    proc, wall = _sweep(tmp_path, "--ray")  # ray.init(num_cpus=2, include_dashboard=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[ray executor" in proc.stdout
+    recs = _records(tmp_path / "ci")
+    assert len(recs) == 4 and {r["executor"] for r in recs} == {"ray"}
+    _assert_same_results(tmp_path / "ci", reference["tables"])
+    print(f"\nci sweep on a local Ray instance (2 CPUs, start-up included): {wall:.1f}s "
+          f"vs local executor {reference['wall']:.1f}s")
