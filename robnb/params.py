@@ -86,6 +86,15 @@ class AttackSpec(Strict):
     beam_width: PosInt = 7
     branching: PosInt = 7
     seed: NonNegInt = 0
+    tasks: list[str] | None = None  # restrict this attack to some tasks (default: all)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str] | None) -> list[str] | None:
+        bad = [t for t in v or [] if t not in TASK_NAMES]
+        if bad:
+            raise ValueError(f"unknown task(s) {bad}; allowed: {', '.join(TASK_NAMES)}")
+        return v
 
     @property
     def position(self) -> float:

@@ -7,7 +7,6 @@ so it is trained once and reused; a partial or corrupt cache is detected and reb
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ def pretrain_size(size: str, p: PretrainParams, cache_root: Path, device: torch.
                   log: Callable[[str], None] = print, progress: bool = True) -> PretrainedModel:
     """Pretrain (or reuse) one ladder size as a causal LM; the classifier is built from it."""
     from tqdm.auto import tqdm
-    from transformers import GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
+    from transformers import GPTNeoXForCausalLM
 
     tokenizer, tok_dir, tok_meta = get_tokenizer(p, cache_root, log)
     key = model_key(size, p, tok_meta["key"])

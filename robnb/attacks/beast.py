@@ -44,10 +44,12 @@ def beast(ctx: AttackContext) -> Iterator[IterationResult]:
         flat_beams = beams.reshape(n_ex * n_beams, length)
         logits = proposal.next_token_logits(rows, torch.cat([lead[rows, None], flat_beams], 1))
         vocab = min(logits.shape[1], ctx.allowed.shape[0])
-        logits = logits[:, :vocab].masked_fill(~ctx.allowed[:vocab].to(dev), float("-inf"))
-        n_draw = min(width if it == 1 else branching, int(ctx.allowed[:vocab].sum()))
-        tokens = torch.multinomial(torch.softmax(logits.float(), -1).cpu(), n_draw,
-                                   replacement=False, generator=ctx.generator).to(dev)
+        allowed = ctx.allowed[:vocab].to(dev)
+        n_draw = min(width if it == 1 else branching, int(allowed.sum()))
+        # a floor keeps every allowed token drawable when fp32 softmax underflows
+        probs = torch.softmax(logits[:, :vocab].float(), -1).clamp_min(1e-30) * allowed
+        tokens = torch.multinomial(probs.cpu(), n_draw, replacement=False,
+                                   generator=ctx.generator).to(dev)
         cand = torch.cat([flat_beams.repeat_interleave(n_draw, 0), tokens.reshape(-1, 1)], 1)
         cand_rows = rows.repeat_interleave(n_draw)
         ok = roundtrip_mask(ctx.tokenizer, cand).to(dev)

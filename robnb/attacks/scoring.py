@@ -181,7 +181,7 @@ class Scorer:
         if cached:
             tail = attack[:, start:]
             n_new = n_attack - start
-            ids = torch.cat([tail, self.after[rows]], 1)
+            ids = torch.cat([tail, self.after[rows]], 1)[:, : n_new + int(a_len.max())]
             slot = torch.arange(n_new, device=dev).expand(n_rows, -1)
             read = n_new + self.read[rows]
             position_ids = (b_len + start)[:, None] + torch.arange(ids.shape[1], device=dev)

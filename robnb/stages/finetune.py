@@ -1,5 +1,4 @@
-"""Stage functions: what one notebook execution (stage × model size) does, callable and testable
-without a notebook. Each writes its tidy records under ``<run_dir>/results`` and returns them."""
+"""Stage 01: fine-tune one model size on every (task, seed) of the profile."""
 
 from __future__ import annotations
 
@@ -9,108 +8,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from robnb.checkpoints import CorruptCheckpoint, cached, verify
+from robnb.checkpoints import cached
 from robnb.device import resolve_device
 from robnb.evaluation import evaluate_examples
 from robnb.params import Params
 from robnb.results.provenance import now_iso, run_record, stable_hash
 from robnb.results.store import write_records
+from robnb.stages.common import check_model, model_info, params_hash, set_threads
 from robnb.tasks import load_task
 from robnb.train import fits, train_epochs
 
-
-
-def cache_root(params: Params) -> Path:
-    """Pretrained models are shared across runs (content-addressed), so they live beside them."""
-    import os
-
-    return Path(os.environ.get("ROBNB_CACHE", Path(params.output_root) / "cache"))
-
-
-def params_hash(params: Params) -> str:
-    return stable_hash(params.as_dict())
-
-
-def set_threads() -> None:
-    """Small models on a 2-core CPU: use every core, no oversubscription."""
-    if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-
-
-# ---------------------------------------------------------------- pretraining
-
-def pretrain_stage(params: Params, size: str, progress: bool = True) -> pd.DataFrame:
-    """Pretrain one ladder size (or reuse its cache) and record its loss curve and FLOPs."""
-    from robnb.pretrain import pretrain_size
-
-    if params.family != "local-neox":
-        raise ValueError(f"pretraining is for the local ladder; family '{params.family}' comes "
-                         "pretrained from the hub")
-    started, t0 = now_iso(), time.time()
-    device = resolve_device(params.device)
-    result = pretrain_size(size, params.pretrain, cache_root(params), device, progress=progress)
-    meta = result.meta
-    run_id = f"pretrain-{size}-{meta['key']}"
-    rows = [{"run_id": run_id, "family": "local-neox", "model": size,
-             "model_size": meta["classifier_params"],
-             "non_embedding_params": meta["non_embedding_params"], **point}
-            for point in meta["curve"]]
-    write_records(params.run_dir, "pretraining", f"pretrain-{size}", rows)
-    write_records(params.run_dir, "runs", f"pretrain-{size}",
-                  [run_record(run_id, "pretrain", params_hash(params), str(device),
-                              params.pretrain.seed, started, time.time() - t0,
-                              status="cached" if result.reused else "ok")])
-    return pd.DataFrame(rows)
-
-
-def pretrained_folder(params: Params, size: str) -> tuple[Path, dict]:
-    """The verified pretrained model of a size; a clear error if it was never built."""
-    from robnb.pretrain import model_key, tokenizer_key
-    from robnb.corpus import load_corpus
-
-    p = params.pretrain
-    key = model_key(size, p, tokenizer_key(p, load_corpus(p.corpus).sha256))
-    folder = cache_root(params) / "pretrain" / f"{size}-{key}"
-    if not folder.exists():
-        raise FileNotFoundError(f"no pretrained model for size '{size}' with these pretraining "
-                                f"parameters (expected {folder}); run the pretrain stage first "
-                                f"(robnb run does it in order)")
-    meta = verify(folder, {"key": key})
-    return folder / "model", meta
-
-
-# ---------------------------------------------------------------- models
-
-def check_model(params: Params, size: str) -> None:
-    if size not in params.models:
-        raise ValueError(f"size '{size}' is not in profile '{params.name}'; its models: "
-                         f"{', '.join(params.models)}")
-
-
-def model_info(params: Params, size: str) -> dict:
-    """Where a size's base model is and the numbers the records need (size, pretraining FLOPs)."""
-    from robnb.flops import PYTHIA_PRETRAIN_TOKENS, pretrain_flops
-    from robnb.models.registry import model_source
-
-    if params.family_of(size) == "smollm2":
-        from robnb.models.smollm2 import smollm2_folder
-
-        folder = smollm2_folder(cache_root(params) / "smollm2-135m")
-        return {"source": str(folder), "revision": None, "model_size": None,
-                "pretrain_flops": None, "base_key": "smollm2-135m-q4_1"}
-    if params.family == "local-neox":
-        folder, meta = pretrained_folder(params, size)
-        return {"source": str(folder), "revision": None, "model_size": meta["classifier_params"],
-                "pretrain_flops": meta["pretrain_flops"], "base_key": meta["key"]}
-    source, revision = model_source(params.family, size, revision=params.hub_revision)
-    source = params.model_sources.get(size, source)
-    return {"source": source, "revision": revision, "model_size": None,
-            "pretrain_flops": None, "base_key": stable_hash([source, revision]),
-            "pretrain_tokens": PYTHIA_PRETRAIN_TOKENS if params.family == "pythia" else None,
-            "_pretrain_flops_fn": pretrain_flops}
-
-
-# ---------------------------------------------------------------- fine-tuning
 
 def finetune_dir(params: Params, size: str, task: str, seed: int) -> Path:
     return params.run_dir / "finetune" / size / task / f"seed{seed}"
