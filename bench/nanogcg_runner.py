@@ -27,9 +27,9 @@ def convert_gguf(src_dir: str, gguf_file: str, out_dir: str) -> None:
 
 
 def run(config_path: str, out_path: str) -> None:
-    import torch
     import nanogcg
     import nanogcg.gcg as gcg_module
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = json.load(open(config_path))

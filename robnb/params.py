@@ -108,6 +108,137 @@ class AttackParams(Strict):
     tasks: list[str] | None = None  # default: all tasks of the profile
 
 
+class AdversarialTrainingParams(Strict):
+    """Adversarial training (paper A): rounds of attack → pool → one epoch on clean + pooled.
+
+    Each round attacks ``n_attack_per_round`` fresh clean training examples with ``attack`` at
+    the round's strength (linear ramp ``ramp_start_iterations`` → ``ramp_end_iterations`` over
+    the size's rounds; ``ramp: false`` uses ``ramp_end_iterations`` every round, the no-ramp
+    ablation; the spec's own ``iterations`` is not used), adds the (successful) adversarial
+    examples with their true labels to a pool, then trains ``epochs_per_round`` epoch(s) on at
+    most ``max_train`` examples, at most ``max_adversarial_fraction`` of them drawn from the pool
+    by rank (rank = ½ recency rank + ½ loss rank, weight ∝ exp(pool_temperature·(rank − max
+    rank)), without replacement), the rest clean. The optimizer persists across rounds.
+    """
+    tasks: list[str] | None = None  # default: all tasks of the profile
+    # int: every size; list: one per model of the profile (sizes, then extra models) in order;
+    # mapping: size -> rounds. Then clipped to [min_rounds, max_rounds] (paper: [5, 60]).
+    rounds: PosInt | list[PosInt] | dict[str, PosInt] = 10
+    min_rounds: PosInt | None = None
+    max_rounds: PosInt | None = None
+    n_attack_per_round: PosInt = 200
+    pool_only_successful: bool = True  # paper: only successful attacks enter the pool
+    max_train: PosInt = 1000
+    max_adversarial_fraction: Annotated[float, Field(ge=0, le=1)] = 0.8
+    pool_temperature: PosFloat = 0.005
+    # loss rank from the current model's loss on each pool example (re-scored every round,
+    # counted as defense compute) or from the loss the attack logged when it was found
+    pool_loss: Literal["current", "attack"] = "current"
+    attack: AttackSpec = Field(default_factory=lambda: AttackSpec(name="gcg"))
+    ramp: bool = True
+    ramp_start_iterations: PosInt = 8
+    ramp_end_iterations: PosInt = 64
+    optimizer: Literal["adafactor", "adamw"] = "adafactor"
+    lr: PosFloat = 1e-5
+    schedule: Literal["linear", "constant"] = "constant"
+    batch_size: PosInt = 8
+    epochs_per_round: PosInt = 1
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    grad_clip: PosFloat = 1.0
+    batch_examples: PosInt = 8  # examples attacked together
+    # 0 = the fine-tuned model before any round; rounds past a size's last are ignored
+    evaluate_after_rounds: list[NonNegInt] = Field(default_factory=lambda: [0])
+    evaluate_last_round: bool = True
+    evaluation_attacks: list[AttackSpec] = Field(default_factory=list)
+    n_eval_examples: PosInt = 500
+    # which round checkpoints keep their model after later rounds: all, the evaluated ones
+    # (and the last), or only the last
+    keep_checkpoints: Literal["all", "evaluated", "last"] = "evaluated"
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str] | None) -> list[str] | None:
+        bad = [t for t in v or [] if t not in TASK_NAMES]
+        if bad:
+            raise ValueError(f"unknown task(s) {bad}; allowed: {', '.join(TASK_NAMES)}")
+        return v
+
+    @field_validator("evaluation_attacks")
+    @classmethod
+    def _distinct(cls, v: list[AttackSpec]) -> list[AttackSpec]:
+        seen = [(s.name, s.placement) for s in v]
+        dup = sorted({k for k in seen if seen.count(k) > 1})
+        if dup:
+            raise ValueError(f"attack/placement repeated {dup}: records are keyed by (attack, "
+                             "placement, round), and a longer attack's first iterations already "
+                             "are the shorter one (same seed), so list each pair once")
+        return v
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "AdversarialTrainingParams":
+        if self.ramp_start_iterations > self.ramp_end_iterations:
+            raise ValueError(f"ramp_start_iterations ({self.ramp_start_iterations}) is above "
+                             f"ramp_end_iterations ({self.ramp_end_iterations})")
+        if self.min_rounds and self.max_rounds and self.min_rounds > self.max_rounds:
+            raise ValueError(f"min_rounds ({self.min_rounds}) is above max_rounds "
+                             f"({self.max_rounds})")
+        return self
+
+
+class OODMethodParams(Strict):
+    """The OOD method (robnb.defenses.ood_method): fine-tuning on label-preserving perturbations.
+    ``fraction`` of the training examples are replaced by a perturbed copy (same count, same
+    steps, so the same training compute as the baseline)."""
+    fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    char_rate: Annotated[float, Field(ge=0, le=1)] = 0.05  # per word: one character edit
+    case_rate: Annotated[float, Field(ge=0, le=1)] = 0.1  # per word: case change
+    word_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05  # per word: dropped (text tasks)
+    seed: NonNegInt = 0
+
+
+class OODParams(Strict):
+    """Adversarial vs OOD robustness (stage 06): which sets, how many examples, which methods."""
+    pairs: list[str] | None = None  # robnb.tasks.ood names; default: offline pairs of the tasks
+    sources: dict[str, str] = Field(default_factory=dict)  # pair -> local copy or hub id
+    conditions: list[Literal["baseline", "adversarial", "ood_method"]] = Field(
+        default_factory=lambda: ["baseline", "adversarial", "ood_method"])
+    n_examples: PosInt = 200  # clean and OOD examples per set
+    n_adversarial: PosInt | None = None  # examples attacked per set; default attack.n_examples
+    attacks: list[AttackSpec] | None = None  # default: attack.attacks
+    max_tokens: PosInt | None = None  # token budget of OOD examples; default finetune.max_tokens
+    metric: Literal["accuracy", "f1"] = "accuracy"  # robustness metric of the analysis
+    robustness: Literal["retained", "raw"] = "retained"  # 1 - PDR, or the metric itself
+    n_boot: PosInt = 2000
+    method: OODMethodParams = Field(default_factory=OODMethodParams)
+
+    @field_validator("pairs")
+    @classmethod
+    def _known_pairs(cls, v: list[str] | None) -> list[str] | None:
+        from robnb.tasks.ood import OOD_PAIR_NAMES
+
+        bad = [p for p in v or [] if p not in OOD_PAIR_NAMES]
+        if bad:
+            raise ValueError(f"unknown OOD pair(s) {bad}; allowed: {', '.join(OOD_PAIR_NAMES)}")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, v: dict[str, str]) -> dict[str, str]:
+        from robnb.tasks.ood import OOD_PAIR_NAMES
+
+        bad = [p for p in v if p not in OOD_PAIR_NAMES]
+        if bad:
+            raise ValueError(f"unknown OOD pair(s) {bad}; allowed: {', '.join(OOD_PAIR_NAMES)}")
+        return v
+
+    @field_validator("conditions")
+    @classmethod
+    def _conditions(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"conditions must be non-empty and not repeat, got {v}")
+        return v
+
+
 class ResourceParams(Strict):
     """What one notebook execution asks a scheduler for (Ray), so large sizes get a GPU and small
     ones can share one. ``cpus`` is also the number of CPU threads an execution uses, on every
@@ -147,7 +278,10 @@ class Params(Strict):
     pretrain: PretrainParams = Field(default_factory=PretrainParams)
     finetune: FinetuneParams = Field(default_factory=FinetuneParams)
     attack: AttackParams = Field(default_factory=AttackParams)
+    adversarial_training: AdversarialTrainingParams = Field(
+        default_factory=AdversarialTrainingParams)
     resources: ResourceParams = Field(default_factory=ResourceParams)
+    ood: OODParams = Field(default_factory=OODParams)
 
     @field_validator("tasks")
     @classmethod
@@ -195,6 +329,35 @@ class Params(Strict):
         for t in self.attack.tasks or []:
             if t not in self.tasks:
                 raise ValueError(f"attack.tasks: '{t}' is not one of the profile's tasks {self.tasks}")
+        return self
+
+    @model_validator(mode="after")
+    def _adversarial_training(self) -> "Params":
+        at = self.adversarial_training
+        for t in at.tasks or []:
+            if t not in self.tasks:
+                raise ValueError(f"adversarial_training.tasks: '{t}' is not one of the profile's "
+                                 f"tasks {self.tasks}")
+        models = [*self.sizes, *self.extra_models]
+        if isinstance(at.rounds, list) and len(at.rounds) not in (len(self.sizes), len(models)):
+            raise ValueError(f"adversarial_training.rounds: a list needs one entry per size "
+                             f"{self.sizes} (or per model {models}), got {len(at.rounds)}")
+        if isinstance(at.rounds, dict):
+            bad = [k for k in at.rounds if k not in models]
+            missing = [m for m in models if m not in at.rounds]
+            if bad or missing:
+                raise ValueError(f"adversarial_training.rounds: unknown size(s) {bad}, missing "
+                                 f"size(s) {missing}; the profile's models: {', '.join(models)}")
+        return self
+
+    @model_validator(mode="after")
+    def _ood_pairs(self) -> "Params":
+        from robnb.tasks.ood import OOD_PAIRS
+
+        for name in self.ood.pairs or []:
+            if OOD_PAIRS[name].task not in self.tasks:
+                raise ValueError(f"ood.pairs: '{name}' evaluates the '{OOD_PAIRS[name].task}' "
+                                 f"classifier, which is not one of the profile's tasks {self.tasks}")
         return self
 
     @model_validator(mode="after")

@@ -107,9 +107,11 @@ def test_random_token_formula_counts_only_unbroken_examples(monkeypatch):
     examples = load_task("spam", "validation", n=30, seed=3)
     spec = AttackSpec(name="random_token", iterations=12, n_attack_tokens=length)
     records, strings = run_attack(t.classifier, t.tokenizer, examples, spec, batch_examples=30)
-    full = {s["example_index"]: sum(map(len, encode_slot(t.tokenizer, examples[s["example_index"]], 1.0))) + length
+    full = {s["example_index"]: length + sum(map(len, encode_slot(t.tokenizer,
+                                                                   examples[s["example_index"]], 1.0)))
             for s in strings}
     broken_at = {s["example_index"]: s["iteration"] for s in strings if s["success"]}
+    assert 0 < len(broken_at) < len(full), "want examples that break and examples that do not"
     for r in records:
         alive = [i for i in full if broken_at.get(i, r["iteration"]) >= r["iteration"]]
         assert r["attack_flops"] == sum(2 * n * full[i] for i in alive)
@@ -120,7 +122,8 @@ def test_cached_scores_equal_a_plain_forward_pass():
     t = tiny()
     for position in (1.0, 0.9, 0.0):
         prompts = label_prompts(t.tokenizer, _examples(), position)
-        attack = torch.randint(3, len(t.tokenizer), (len(prompts), 7), generator=torch.Generator().manual_seed(0))
+        attack = torch.randint(3, len(t.tokenizer), (len(prompts), 7),
+                               generator=torch.Generator().manual_seed(0))
         rows = torch.arange(len(prompts))
         fast = Scorer(t.classifier, prompts, "label")
         grad, now, kv = fast.gradient(attack)

@@ -6,8 +6,14 @@ import pytest
 import torch
 from attack_fixtures import one_thread, tiny  # noqa: F401 (autouse fixture)
 
-from robnb.attacks.placement import (allowed_token_mask, decode_attack, encode_slot, encode_text,
-                                     initial_attack_ids, roundtrip_mask)
+from robnb.attacks.placement import (
+    allowed_token_mask,
+    decode_attack,
+    encode_slot,
+    encode_text,
+    initial_attack_ids,
+    roundtrip_mask,
+)
 from robnb.attacks.run import run_attack
 from robnb.params import PLACEMENTS, AttackSpec
 from robnb.tasks import OFFLINE_TASKS, load_task

@@ -24,15 +24,18 @@ def test_notebooks_are_stored_clean_with_a_parameters_cell():
 def _env(tmp_path: Path) -> dict:
     env = dict(os.environ)
     env.update(ROBNB_PROFILE="ci", ROBNB_OUTPUT_ROOT=str(tmp_path / "out"), ROBNB_SIZE="neox-xs",
-               ROBNB_CACHE=str(tmp_path / "cache"))
+               ROBNB_CACHE=str(tmp_path / "cache"), ROBNB_RESULTS=str(tmp_path / "out" / "ci"))
     return env
 
 
-def test_stage_notebooks_under_nbval(tmp_path):
-    stage_nbs = [str(p) for p in NOTEBOOKS if p.name[:2] in ("00", "01")]
+def test_every_notebook_under_nbval(tmp_path):
+    """In file order (stage notebooks first), so later notebooks read earlier ones' results."""
+    env = _env(tmp_path)
+    env["ROBNB_OUTPUT_ROOT"] = str(tmp_path / "out")
+    env["ROBNB_ANALYSIS_OUT"] = str(tmp_path / "analysis")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "--nbval-lax", *stage_nbs], cwd=REPO, env=_env(tmp_path),
-                          capture_output=True, text=True, timeout=900)
+                           "--nbval-lax", *map(str, NOTEBOOKS)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert (tmp_path / "out" / "ci" / "results" / "evaluations").is_dir()
 

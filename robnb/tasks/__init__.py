@@ -11,7 +11,7 @@ from robnb.tasks.text import (SENTIMENT_INSTRUCTIONS, SENTIMENT_LABELS, SPAM_INS
 from robnb.tasks.words import english_words
 
 OFFLINE_TASKS = ("password_match", "word_length", "spam", "sentiment")
-HUB_TASKS = ("imdb", "enron_spam", "helpful", "harmless")
+HUB_TASKS = ("imdb", "enron_spam", "helpful", "harmless", "mnli")
 TASK_NAMES = OFFLINE_TASKS + HUB_TASKS
 SPLITS = ("train", "validation")
 # Procedural splits use disjoint seeds (paper: 25k train / 25k validation from seed 0).
@@ -44,6 +44,10 @@ def load_task(name: str, split: str, n: int | None = None, seed: int = 0,
     if name == "sentiment":
         return _sample(_text_task(sentiment_rows(), split, SENTIMENT_INSTRUCTIONS,
                                   SENTIMENT_LABELS), n, seed)
+    if name == "mnli":  # NLI, 2-way (entailment vs not): robnb.tasks.nli
+        from robnb.tasks.nli import mnli_task
+
+        return _sample(mnli_task(split, source), n, seed)
     from robnb.tasks.hub import hub_task
 
     return _sample(hub_task(name, split, source), n, seed)
