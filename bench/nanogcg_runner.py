@@ -2,7 +2,7 @@
 
 Usage: python nanogcg_runner.py CONFIG.json OUT.json
 CONFIG: model_dir, prompts [[request, target], ...], steps, search_width, topk, optim_str_init,
-threads, seed. OUT: per prompt the wall time of ``GCG.run``, candidates scored (after nanoGCG's
+threads, seed. OUT: per prompt the wall and CPU time of ``GCG.run``, candidates scored (after nanoGCG's
 own re-tokenisation filter), per-step losses and the best loss.
 Also converts a GGUF model to safetensors (``--convert-gguf SRC_DIR GGUF_FILE OUT_DIR``) so both
 environments load the same weights.
@@ -53,10 +53,10 @@ def run(config_path: str, out_path: str) -> None:
         config = nanogcg.GCGConfig(num_steps=cfg["steps"], optim_str_init=cfg["optim_str_init"],
                                    search_width=cfg["search_width"], topk=cfg["topk"],
                                    use_prefix_cache=True, verbosity="WARNING")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = nanogcg.run(model, tok, request, target, config)
-        wall = time.perf_counter() - t0
-        results.append({"wall_s": wall, "candidates": sum(scored), "losses": res.losses,
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        results.append({"wall_s": wall, "cpu_s": cpu, "candidates": sum(scored), "losses": res.losses,
                         "best_loss": res.best_loss, "best_string": res.best_string})
     json.dump({"results": results, "versions": _versions()}, open(out_path, "w"))
 

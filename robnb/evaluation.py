@@ -34,22 +34,28 @@ def performance_drop_rate(clean: float, other: float) -> float:
 
 
 @torch.no_grad()
-def predict_proba(model, tokenizer, texts: Sequence[str], batch_size: int = 64,
+def predict_proba(model, tokenizer, examples: Sequence[Example], batch_size: int = 64,
                   device: torch.device | None = None) -> np.ndarray:
+    """Class probabilities, tokenised exactly as in training and attacks (chunked)."""
+    from robnb.models.prefix import classify
+    from robnb.tasks.encoding import encode_examples, pad_batch
+
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
+    rows = encode_examples(tokenizer, examples)
     out = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i:i + batch_size]), padding=True, return_tensors="pt").to(device)
-        out.append(torch.softmax(model(**enc).logits.float(), dim=-1).cpu().numpy())
+    for i in range(0, len(rows), batch_size):
+        ids, mask = pad_batch(rows[i:i + batch_size], tokenizer.pad_token_id)
+        logits = classify(model, ids.to(device), mask.to(device))[0].logits
+        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 2))
 
 
 def evaluate_examples(model, tokenizer, examples: Sequence[Example], batch_size: int = 64,
                       device: torch.device | None = None) -> tuple[dict[str, float], np.ndarray]:
-    probs = predict_proba(model, tokenizer, [e.text for e in examples], batch_size, device)
+    probs = predict_proba(model, tokenizer, examples, batch_size, device)
     y = [e.label for e in examples]
     n_classes = max(len(examples[0].label_texts), probs.shape[1]) if examples else 2
     return metrics(y, probs.argmax(-1).tolist(), n_classes), probs

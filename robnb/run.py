@@ -46,7 +46,7 @@ class Stage:
     needs: tuple[str, ...] = ()
     families: tuple[str, ...] | None = None
     inputs: Literal["profile", "results"] = "profile"
-    out_dir: str | None = None  # "results" notebooks: where they write, relative to the run dir
+    out_dir: str | None = None  # "results" notebooks write here (run dir relative; default: name)
     extra: Callable[["Params"], dict[str, Any]] | None = None
 
 
@@ -63,10 +63,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("attack", "02_attack.ipynb", after=("finetune",), needs=("finetune",)),
     Stage("adversarial_training", "03_adversarial_training.ipynb", after=("finetune",),
           needs=("finetune",)),
+    # without adversarially trained models, 06 records that condition as skipped
     Stage("adversarial_vs_ood", "06_adversarial_vs_ood.ipynb", after=("adversarial_training",),
-          needs=("adversarial_training",)),
+          needs=("finetune",)),
     Stage("scaling_analysis", "04_scaling_analysis.ipynb", per_size=False, after=PER_SIZE,
-          needs=("attack",), inputs="results", out_dir="analysis", extra=_analysis_iteration),
+          needs=("attack",), inputs="results", extra=_analysis_iteration),
     Stage("explorer", "05_offense_defense_explorer.ipynb", per_size=False, after=PER_SIZE,
           needs=("attack",), inputs="results", out_dir="."),
 )
@@ -118,17 +119,20 @@ class Outcome:
     traceback: str = ""
     host: str = field(default_factory=socket.gethostname)
     kernel_reused: bool = False
+    cuda_visible_devices: str | None = None  # what the kernel saw (set by Ray on Ray)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def execute(ex: Execution, fresh_kernel: bool = False) -> Outcome:
+def execute(ex: Execution, fresh_kernel: bool = False,
+            env: dict[str, str] | None = None) -> Outcome:
     """Run one notebook with papermill; never raises for a failing notebook.
 
     The executed copy appears at ``ex.output`` only when complete (a killed worker leaves at
     most a hidden partial file); a failing run keeps its copy as ``*.failed.ipynb`` and returns
-    the error and traceback. Cell output streams to ``ex.log`` as it happens.
+    the error and traceback. Cell output streams to ``ex.log`` as it happens. ``env`` adds to
+    the kernel's environment (the Ray executor hides GPUs from tasks that asked for none).
     """
     import nbformat
     import papermill as pm
@@ -141,20 +145,23 @@ def execute(ex: Execution, fresh_kernel: bool = False) -> Outcome:
     partial = ex.output.parent / f".{ex.output.name}.partial.ipynb"
     started, t0 = now_iso(), time.time()
     kernel = _thread_kernel()
+    kernel_env = {**_kernel_env(ex.threads), **(env or {})}
+    gpus = kernel_env.get("CUDA_VISIBLE_DEVICES")
     with open(ex.log, "a", encoding="utf-8") as log:
         log.write(f"\n===== {ex.name}: {ex.notebook.name} started {started} on "
                   f"{socket.gethostname()} pid {os.getpid()}\n")
         log.flush()
         reused = False
         try:
-            km, reused = kernel.ready(_kernel_env(ex.threads), ex.kernel_log)
+            km, reused = kernel.ready(kernel_env, ex.kernel_log)
             nb = pm.execute_notebook(str(ex.notebook), str(partial), parameters=ex.parameters,
                                      engine_name=_engine(), km=km, progress_bar=False,
                                      stdout_file=log, stderr_file=log)
             atomic_write_text(ex.output, nbformat.writes(nb))
             partial.unlink(missing_ok=True)
             ex.failed_copy.unlink(missing_ok=True)
-            outcome = Outcome("done", time.time() - t0, started, kernel_reused=reused)
+            outcome = Outcome("done", time.time() - t0, started, kernel_reused=reused,
+                              cuda_visible_devices=gpus)
         except BaseException as e:  # noqa: BLE001 - recorded, the sweep goes on
             if isinstance(e, PapermillExecutionError):
                 error = f"{e.ename}: {e.evalue}"
@@ -165,7 +172,8 @@ def execute(ex: Execution, fresh_kernel: bool = False) -> Outcome:
             if partial.exists():
                 os.replace(partial, ex.failed_copy)
             kernel.discard()  # a failed or dead kernel is never handed the next notebook
-            outcome = Outcome("failed", time.time() - t0, started, error, tb, kernel_reused=reused)
+            outcome = Outcome("failed", time.time() - t0, started, error, tb, kernel_reused=reused,
+                              cuda_visible_devices=gpus)
             if not isinstance(e, Exception):
                 raise
         finally:
@@ -187,8 +195,10 @@ def execute(ex: Execution, fresh_kernel: bool = False) -> Outcome:
 # are unchanged (Ray sets CUDA_VISIBLE_DEVICES per task; the sweep sets the thread counts).
 _KERNEL_ENV_KEYS = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
                     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# reset() collects garbage; freezing what survives (modules, mostly) keeps the next collection
+# from walking torch and transformers again (about a second each time on a busy 2-core machine)
 _RESET = ("get_ipython().reset(new_session=True)\n"
-          "import gc as _gc, os as _os; _os.chdir({cwd!r}); _gc.collect(); del _gc, _os\n")
+          "import gc as _gc, os as _os; _os.chdir({cwd!r}); _gc.freeze(); del _gc, _os\n")
 
 
 def _kernel_env(threads: int) -> dict[str, str]:

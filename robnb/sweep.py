@@ -181,6 +181,7 @@ class State:
                "error": outcome.error, "traceback": outcome.traceback,
                "notebook": str(ex.notebook), "output": str(ex.output), "log": str(ex.log),
                "executor": executor, "host": outcome.host, "warm_kernel": outcome.kernel_reused,
+               "cuda_visible_devices": outcome.cuda_visible_devices,
                "parameters": ex.parameters, "deps": list(node.deps)}
         atomic_write_text(self.dir / f"{node.identity}.json", json.dumps(rec, indent=1, default=str))
         return rec
@@ -275,8 +276,6 @@ class RayExecutor:
                  fresh_kernels: bool = False) -> None:
         import ray
 
-        from robnb.run import execute
-
         self.ray = ray
         self.owned = not ray.is_initialized()
         if self.owned:
@@ -285,7 +284,7 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         self.fresh = fresh_kernels
-        self.task = ray.remote(max_retries=0)(execute)
+        self.task = ray.remote(max_retries=0)(execute_on_ray)
 
     def submit(self, node: Node) -> Future:
         opts: dict[str, Any] = {"num_cpus": node.num_cpus, "num_gpus": node.num_gpus}
@@ -296,6 +295,17 @@ class RayExecutor:
     def close(self, interrupted: bool = False) -> None:
         if self.owned:
             self.ray.shutdown()
+
+
+def execute_on_ray(ex: Execution, fresh_kernel: bool) -> Outcome:
+    """A Ray task: the kernel inherits the GPUs Ray assigned (CUDA_VISIBLE_DEVICES); a task that
+    asked for none sees none, rather than every GPU of its node."""
+    import ray
+
+    from robnb.run import execute
+
+    env = {} if ray.get_gpu_ids() else {"CUDA_VISIBLE_DEVICES": ""}
+    return execute(ex, fresh_kernel, env)
 
 
 # ---------------------------------------------------------------- progress and report

@@ -17,6 +17,7 @@ from robnb.models.prefix import classify
 from robnb.models.counting import classifier_params
 from robnb.params import FinetuneParams
 from robnb.tasks.base import Example
+from robnb.tasks.encoding import encode_examples, pad_batch
 
 
 @dataclass
@@ -30,8 +31,8 @@ class TrainState:
 
 def fits(examples: Sequence[Example], tokenizer, max_tokens: int) -> list[Example]:
     """Drop examples longer than the context budget, as the paper drops them (no truncation)."""
-    lengths = [len(ids) for ids in tokenizer([e.text for e in examples])["input_ids"]]
-    return [e for e, n in zip(examples, lengths) if n <= max_tokens]
+    return [e for e, ids in zip(examples, encode_examples(tokenizer, examples))
+            if len(ids) <= max_tokens]
 
 
 def make_optimizer(model: torch.nn.Module, fp: FinetuneParams, total_steps: int):
@@ -78,13 +79,13 @@ def train_epochs(model: torch.nn.Module, tokenizer, examples: Sequence[Example],
         optimizer, scheduler = make_optimizer(model, fp, len(plan))
     state = state or TrainState()
     counter = FlopCounter(classifier_params(model))
-    texts = [e.text for e in examples]
+    rows = encode_examples(tokenizer, examples)
     labels = torch.tensor([e.label for e in examples])
     model.train()
     for idx in tqdm(plan, desc=desc, disable=not progress, mininterval=2):
-        enc = tokenizer([texts[i] for i in idx], padding=True, return_tensors="pt").to(device)
-        out, executed = classify(model, enc["input_ids"], enc["attention_mask"],
-                                 labels[idx].to(device))
+        ids, mask = pad_batch([rows[i] for i in idx], tokenizer.pad_token_id)
+        ids, mask = ids.to(device), mask.to(device)
+        out, executed = classify(model, ids, mask, labels[idx].to(device))
         out.loss.backward()
         if fp.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), fp.grad_clip)
@@ -92,7 +93,7 @@ def train_epochs(model: torch.nn.Module, tokenizer, examples: Sequence[Example],
         if scheduler is not None:
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        n_tok = int(enc["attention_mask"].sum())
+        n_tok = int(mask.sum())
         counter.add_forward(n_tok)
         counter.add_backward(n_tok)
         state.flops_executed += train_flops(counter.n_params, executed)

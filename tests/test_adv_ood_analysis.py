@@ -94,6 +94,10 @@ def test_points_put_adversarial_on_x_and_ood_on_y():
     assert list(corr["model"]) == ["s", "l"]
     assert corr["r"].iloc[0] > 0.9 and corr["r"].iloc[1] < -0.9
     assert (corr["r_lo"] <= corr["r"]).all() and (corr["r"] <= corr["r_hi"]).all()
+    per_task = correlation_by_size(pd.concat([pts, pts.assign(adversarial_task="u")]), 200,
+                                   by=["adversarial_task"])
+    assert list(per_task["adversarial_task"]) == ["t", "u", "t", "u"]
+    assert per_task["r"].to_numpy() == pytest.approx(np.repeat(corr["r"].to_numpy(), 2))
     trend = correlation_trend(pts, n_boot=300)
     assert trend["n_sizes"] == 2 and trend["slope_per_decade"] < -1.5
 

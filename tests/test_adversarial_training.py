@@ -11,10 +11,29 @@ import yaml
 
 from robnb.checkpoints import CorruptCheckpoint
 from robnb.defenses.adversarial_training import (
-    CheckpointMismatch, adversarial_example, check_identity, defense_name, entry_example,
-    evaluated_rounds, identity, loss_ranks, pool_probabilities, pool_ranks, ramp_iterations,
-    recency_ranks, rounds_for, sample_pool, split_counts, true_label_loss_from_attack_loss)
-from robnb.params import AdversarialTrainingParams, ParamsError, load_params, params_from_dict
+    CheckpointMismatch,
+    adversarial_example,
+    check_identity,
+    defense_name,
+    entry_example,
+    evaluated_rounds,
+    identity,
+    loss_ranks,
+    pool_probabilities,
+    pool_ranks,
+    ramp_iterations,
+    recency_ranks,
+    rounds_for,
+    sample_pool,
+    split_counts,
+    true_label_loss_from_attack_loss,
+)
+from robnb.params import (
+    AdversarialTrainingParams,
+    ParamsError,
+    load_params,
+    params_from_dict,
+)
 from robnb.results.provenance import stable_hash
 from robnb.tasks.base import Example
 

@@ -23,8 +23,12 @@ import pandas as pd
 import pytest
 
 from robnb.checkpoints import CorruptCheckpoint, verify
-from robnb.defenses.adversarial_training import (CheckpointMismatch, final_checkpoint, round_dir,
-                                                 training_dir)
+from robnb.defenses.adversarial_training import (
+    CheckpointMismatch,
+    final_checkpoint,
+    round_dir,
+    training_dir,
+)
 from robnb.params import load_params
 from robnb.results.store import read_table
 
@@ -67,7 +71,7 @@ def _cmd(out: Path, **extra) -> list[str]:
 
 def _run(out: Path, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run(_cmd(out), cwd=REPO, env=_env(cache), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -147,8 +151,7 @@ def test_tiny_run_writes_rounds_flops_and_evaluations(reference, base):
     assert sorted(ev.groupby("task")["round"].apply(sorted).iloc[0]) == [0, 1, 2, 3]
     assert {"accuracy", "precision", "recall", "f1"} <= set(ev.columns)
     # round 0 is the fine-tuned model: the same clean accuracy the finetune stage logged
-    ft = read_table(params.run_dir, "evaluations")
-    ft = ft[ft["run_id"].str.startswith("finetune")].set_index("task")["accuracy"]
+    ft = read_table(base["out"] / "ci", "evaluations").set_index("task")["accuracy"]
     for task, acc in ev[ev["round"] == 0].set_index("task")["accuracy"].items():
         assert acc == ft[task]
     at = t["attacks"]
@@ -187,41 +190,43 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
 def test_sigkill_mid_round_then_resume_gives_identical_results(reference, base, tmp_path):
     out = _copy_base(base, tmp_path)
     params = load_params("ci", _overrides(out))
-    kills = []
-    # kill once during round 2 of the first task, once during round 2 of the second
-    for task in ("password_match", "spam"):
-        folder = training_dir(params, SIZE, task, 0)
-        proc = subprocess.Popen(_cmd(out), cwd=REPO, env=_env(base["cache"]),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_for(round_dir(folder, 1), proc, timeout=400)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=60)
-        assert proc.returncode == -signal.SIGKILL
-        kills.append(sorted(p.name for p in folder.iterdir()))
-    # the kills landed in the middle of a round: round 1 complete, round 2 not yet
-    for names in kills:
-        assert "round-0001" in names and "round-0002" not in names, kills
-    proc = _run(out, base["cache"])
+    folder = training_dir(params, SIZE, "password_match", 0)
+    proc = subprocess.Popen(_cmd(out), cwd=REPO, env=_env(base["cache"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(round_dir(folder, 1), proc, timeout=400)
+    os.kill(proc.pid, signal.SIGKILL)  # round 1 is complete: this lands in round 2
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    names = sorted(p.name for p in folder.iterdir())
+    assert "round-0001" in names and "round-0002" not in names, names
+    assert not (params.run_dir / "results").exists()  # nothing written yet
+    _run(out, base["cache"])
     got = _tables(out / "ci")
     for name in TABLES:
         assert len(reference["tables"][name]), name
         pd.testing.assert_frame_equal(got[name], reference["tables"][name], check_exact=True,
                                       obj=name)
     runs = read_table(out / "ci", "runs")
-    # password_match finished in the second start, spam resumes from its round 1
-    status = runs[runs["stage"] == "adversarial_training"].set_index("run_id")["status"]
-    assert sorted(status) == ["cached", "resumed"]
+    status = {t: r.status for r in runs[runs["stage"] == "adversarial_training"].itertuples()
+              for t in ("password_match", "spam") if f"-{t}-" in r.run_id}
+    assert status == {"password_match": "resumed", "spam": "ok"}
     # nothing half-written is left behind
-    for task in ("password_match", "spam"):
-        assert not [p for p in training_dir(params, SIZE, task, 0).iterdir()
-                    if p.name.startswith(".")]
-    # a further start finds every round complete and rewrites the same tables
-    _run(out, base["cache"])
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_complete_run_started_again_reuses_every_round(reference, base, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(reference["out"], out)
+    shutil.rmtree(out / "ci" / "results")
+    monkeypatch.setenv("ROBNB_CACHE", str(base["cache"]))
+    _, run = _stage(out)
+    run()
     runs = read_table(out / "ci", "runs")
     assert set(runs.loc[runs["stage"] == "adversarial_training", "status"]) == {"cached"}
-    again = _tables(out / "ci")
+    got = _tables(out / "ci")
     for name in TABLES:
-        pd.testing.assert_frame_equal(again[name], reference["tables"][name], check_exact=True)
+        pd.testing.assert_frame_equal(got[name], reference["tables"][name], check_exact=True,
+                                      obj=name)
 
 
 @pytest.fixture
@@ -269,3 +274,31 @@ def test_checkpoint_of_other_parameters_is_refused(damaged, change, named):
     # and the model after the last round is not handed out either
     with pytest.raises((CheckpointMismatch, FileNotFoundError)):
         final_checkpoint(params, SIZE, "password_match", 0)
+
+
+@pytest.mark.parametrize("back_to", [0, 2])
+def test_resume_from_an_earlier_round_checkpoint(reference, base, tmp_path, monkeypatch, back_to):
+    """Round 0 holds no model (the fine-tuned one is reloaded); round 2 was kept as evaluated.
+    Losing the later rounds and starting again recomputes them identically."""
+    import torch
+
+    out = tmp_path / "out"
+    shutil.copytree(reference["out"], out)
+    shutil.rmtree(out / "ci" / "results")
+    monkeypatch.setenv("ROBNB_CACHE", str(base["cache"]))
+    params, run = _stage(out)
+    for task in ("password_match", "spam"):
+        folder = training_dir(params, SIZE, task, 0)
+        for r in range(back_to + 1, 4):
+            if round_dir(folder, r).exists():
+                shutil.rmtree(round_dir(folder, r))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the reference's process
+    try:
+        run()
+    finally:
+        torch.set_num_threads(threads)
+    got = _tables(out / "ci")
+    for name in TABLES:
+        pd.testing.assert_frame_equal(got[name], reference["tables"][name], check_exact=True,
+                                      obj=name)

@@ -9,7 +9,8 @@ from attack_fixtures import one_thread, tiny  # noqa: F401 (autouse fixture)
 from transformers import GPTNeoXForSequenceClassification
 
 from robnb.attacks.gcg import gcg
-from robnb.attacks.placement import decode_attack, encode_slot, encode_text, initial_attack_ids
+from robnb.attacks.placement import decode_attack, initial_attack_ids
+from robnb.tasks.encoding import encode_slot, encode_text
 from robnb.attacks.prompts import label_prompts
 from robnb.attacks.run import attack_context, run_attack
 from robnb.attacks.scoring import Scorer

@@ -6,11 +6,10 @@ import pytest
 import torch
 from attack_fixtures import one_thread, tiny  # noqa: F401 (autouse fixture)
 
+from robnb.tasks.encoding import encode_slot, encode_text
 from robnb.attacks.placement import (
     allowed_token_mask,
     decode_attack,
-    encode_slot,
-    encode_text,
     initial_attack_ids,
     roundtrip_mask,
 )

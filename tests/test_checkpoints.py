@@ -1,6 +1,4 @@
-import json
 
-import pandas as pd
 import pytest
 
 from robnb.checkpoints import CorruptCheckpoint, build_atomically, cached, verify

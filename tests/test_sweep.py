@@ -213,3 +213,4 @@ def test_extra_models_get_the_per_size_stages_they_can_run(tmp_path):
     by = {n.name: n for n in plan(params, "ci", overrides).nodes}
     assert "finetune/smollm2-135m" in by and "pretrain/smollm2-135m" not in by
     assert by["finetune/smollm2-135m"].deps == ()
+

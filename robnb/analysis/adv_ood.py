@@ -166,14 +166,16 @@ def bootstrap_fit(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, se
 
 
 def correlation_by_size(points: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
-                        ci: float = 0.95) -> pd.DataFrame:
-    """Per model size: Pearson r and the fit of y (OOD) on x (adversarial), with intervals."""
+                        ci: float = 0.95, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Per model size (and per ``by`` column, e.g. ``["adversarial_task"]`` for one correlation
+    per task): Pearson r and the fit of y (OOD) on x (adversarial), with intervals."""
+    keys = ["model", "model_size", *by]
     rows = []
-    for (model, size), g in points.groupby(["model", "model_size"], sort=True):
+    for key, g in points.groupby(keys, sort=True):
         fit = bootstrap_fit(g["x"].to_numpy(), g["y"].to_numpy(), n_boot, seed, ci)
-        rows.append({"model": model, "model_size": size, **fit,
+        rows.append({**dict(zip(keys, key)), **fit,
                      "transfer": verdict(fit["r"], fit["r_lo"], fit["r_hi"])})
-    return pd.DataFrame(rows).sort_values("model_size").reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values(["model_size", *by]).reset_index(drop=True)
 
 
 def verdict(r: float, lo: float, hi: float) -> str:

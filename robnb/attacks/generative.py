@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from robnb.attacks.placement import encode_slot, encode_text, leading_special_ids
+from robnb.tasks.encoding import encode_slot, encode_text, leading_special_ids
 from robnb.attacks.prompts import AttackPrompt
 from robnb.tasks.base import Example
 

@@ -12,29 +12,10 @@ from typing import Sequence
 
 import torch
 
-from robnb.tasks.base import Example
+from robnb.tasks.encoding import encode_text
+
 
 INIT_PATTERN = "@&"
-
-
-def encode_text(tokenizer, text: str) -> list[int]:
-    """Ids of a text chunk with no special tokens (chunks are joined by the caller)."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def leading_special_ids(tokenizer) -> list[int]:
-    """Special tokens the tokenizer puts in front of a text by itself (e.g. BOS), else []."""
-    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    if plain and with_special[-len(plain):] == plain:
-        return list(with_special[: len(with_special) - len(plain)])
-    return []
-
-
-def encode_slot(tokenizer, example: Example, position: float) -> tuple[list[int], list[int]]:
-    """Ids before and after the attack slot at ``position`` (fraction of the modifiable chars)."""
-    before, after = example.split_at(position)
-    return leading_special_ids(tokenizer) + encode_text(tokenizer, before), encode_text(tokenizer, after)
 
 
 def decode_attack(tokenizer, ids: Sequence[int]) -> str:

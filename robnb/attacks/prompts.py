@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from robnb.attacks.placement import encode_slot
+from robnb.tasks.encoding import encode_slot
 from robnb.tasks.base import Example
 
 Mode = Literal["label", "target"]

@@ -19,7 +19,8 @@ from robnb.attacks.base import AttackContext, AttackFn, IterationResult
 from robnb.attacks.beast import beast, proposal_prompts
 from robnb.attacks.gcg import gcg
 from robnb.attacks.generative import target_prompts
-from robnb.attacks.placement import allowed_token_mask, decode_attack, encode_text
+from robnb.attacks.placement import allowed_token_mask, decode_attack
+from robnb.tasks.encoding import encode_text
 from robnb.attacks.prompts import AttackPrompt, Mode, label_prompts
 from robnb.attacks.random_token import random_token
 from robnb.attacks.scoring import IGNORE, Scorer, Scores, scores_from_logits

@@ -31,9 +31,10 @@ import random
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,7 +121,7 @@ def ramp_iterations(round_index: int, n_rounds: int, start: int, end: int,
     if n_rounds == 1:
         return start
     x = start + (end - start) * (round_index - 1) / (n_rounds - 1)
-    return int(math.floor(x + 0.5))
+    return math.floor(x + 0.5)
 
 
 def rounds_for(params: Params, size: str) -> int:
@@ -439,11 +440,13 @@ def pool_losses(model, tokenizer, pool: Sequence[dict], mode: str, n_params: int
     from robnb.evaluation import predict_proba
     from robnb.flops import forward_flops
 
-    texts = [entry_example(e).text for e in pool]
-    probs = predict_proba(model, tokenizer, texts)
+    from robnb.tasks.encoding import encode_examples
+
+    examples = [entry_example(e) for e in pool]
+    probs = predict_proba(model, tokenizer, examples)
     labels = [int(e["label"]) for e in pool]
     losses = [float(-np.log(max(probs[i, y], 1e-12))) for i, y in enumerate(labels)]
-    tokens = sum(len(ids) for ids in tokenizer(texts)["input_ids"])
+    tokens = sum(len(ids) for ids in encode_examples(tokenizer, examples))
     return losses, forward_flops(n_params, tokens)
 
 
@@ -510,9 +513,8 @@ def run_round(setup: Setup, model, tokenizer, optimizer, scheduler, state: RunSt
     pick = rng.choice(len(setup.train), size=min(at.n_attack_per_round, len(setup.train)),
                       replace=False)
     targets = [setup.train[i] for i in pick]
-    gen_run = f"advtrain-{setup.size}-{setup.task}-s{setup.seed}-{defense_name(at)}-r{r}-train"
-    recs, strs = run_attack(model, tokenizer, targets, spec, context={**ctx, "run_id": gen_run},
-                            round_index=r, batch_examples=at.batch_examples, n_params=n_params)
+    recs, strs = run_attack(model, tokenizer, targets, spec, context=ctx, round_index=r,
+                            batch_examples=at.batch_examples, n_params=n_params)
     generation_flops = float(sum(x["attack_flops"] for x in recs))
     # 2. the adversarial examples (true labels) join the pool
     new = []
@@ -554,7 +556,7 @@ def run_round(setup: Setup, model, tokenizer, optimizer, scheduler, state: RunSt
         "n_attacked": len(targets), "n_correct_before": recs[0]["n_correct_before"] if recs else 0,
         "n_successful": sum(bool(s["success"]) for s in strs), "train_attack_asr": train_asr,
         "n_pool_added": len(new), "n_pool": len(state.pool), "n_adversarial_train": len(chosen),
-        "n_clean_train": int(len(clean)), "steps": ts.step, "tokens": ts.tokens,
+        "n_clean_train": len(clean), "steps": ts.step, "tokens": ts.tokens,
         "train_loss_mean": float(np.mean(ts.losses)) if ts.losses else float("nan")})
     for s in strs:
         s.update(defense=defense_name(at), checkpoint=setup.checkpoint_name, purpose="training")

@@ -14,7 +14,12 @@ each static adversarial set (``adversarial:<pair>``) and an adversarial set made
 that very model with each attack of ``ood.attacks`` (``adversarial:<attack>-<placement>``). An
 attacked set holds the first ``ood.n_adversarial`` clean examples, each attacked one carrying its
 best attack string (``Example.render(attack, position)``), the others as they were (they were
-already wrong): so its accuracy is clean accuracy × (1 − ASR) and its PDR is the ASR.
+already wrong): so its accuracy is about clean accuracy × (1 − ASR) and its PDR about the ASR.
+Not exactly: the attack scores token ids (the text before and after the attack slot encoded
+apart), while these sets are evaluated as text, encoded whole, as an attacker would submit them;
+where the two tokenisations differ, a failed attack string can leave an example right that the
+clean text got wrong, and the PDR can come out slightly negative. The attack's own ASR is kept in
+the ``asr`` column.
 
 Every prediction counts: each row's ``n_examples`` is the number of predictions its metrics were
 computed from, the predictions themselves go to ``results/adv_ood_predictions`` (so the metrics
@@ -23,11 +28,15 @@ the token budget are dropped *before* prediction (as the paper drops them) and c
 ``n_too_long``. Rows go to the ``evaluations`` table with ``stage = "adv_ood"`` and a
 ``condition`` column; the attacks' per-iteration records and strings go to
 ``results/adv_ood_attacks`` and ``results/adv_ood_strings`` (not to the attack stage's tables,
-whose analysis assumes fine-tuned or adversarial-training models only).
+whose analysis assumes fine-tuned or adversarial-training models only). A second run with the
+same inputs (parameters, base, fine-tuned and adversarially trained models) reuses the results
+and marks its ``runs`` rows ``cached``; a condition whose model does not exist for a task is
+recorded there as ``skipped`` with the reason.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,12 +44,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from robnb.checkpoints import verify
+from robnb.checkpoints import MANIFEST, verify
 from robnb.device import resolve_device
 from robnb.evaluation import evaluate_examples, performance_drop_rate
 from robnb.params import AttackSpec, Params
 from robnb.results.provenance import now_iso, run_record, stable_hash
-from robnb.results.store import write_records, write_table
+from robnb.results.store import atomic_write_text, write_records, write_table
 from robnb.stages.common import check_model, model_info, params_hash, set_threads
 from robnb.stages.finetune import finetune_dir
 from robnb.tasks import load_task
@@ -51,6 +60,7 @@ from robnb.train import fits
 CONDITIONS = ("baseline", "adversarial", "ood_method")
 EVAL_SEED = 0  # every size and condition sees the same clean, OOD and attacked examples
 STAGE = "adv_ood"
+STAGE_VERSION = 1  # bump when the stage computes different numbers from the same inputs
 
 
 class ConditionUnavailable(LookupError):
@@ -121,7 +131,16 @@ def condition_folder(params: Params, size: str, task: str, seed: int, condition:
         except (FileNotFoundError, LookupError, ValueError) as e:
             raise ConditionUnavailable(f"no adversarially trained model for size '{size}', "
                                        f"task '{task}', seed {seed}: {e}") from e
-        return folder, verify(folder)
+        # final_checkpoint verified it; its manifest may sit one level up (round folder)
+        manifest = next((p / MANIFEST for p in (folder, folder.parent)
+                         if (p / MANIFEST).is_file()), None)
+        if manifest is None:
+            raise FileNotFoundError(f"{folder}: no {MANIFEST} beside or above the adversarially "
+                                    "trained model")
+        meta = verify(folder) if manifest.parent == folder else \
+            json.loads(manifest.read_text()).get("meta", {})
+        rnd = meta.get("round", meta.get("rounds"))
+        return folder, {**meta, "round": int(rnd) if rnd is not None else None}
     if condition == "ood_method":
         from robnb.defenses.ood_method import ood_method_checkpoint
 
@@ -189,10 +208,27 @@ def adv_ood_stage(params: Params, size: str, progress: bool = True) -> pd.DataFr
     set_threads()
     device = resolve_device(params.device)
     info = model_info(params, size)
-    for task in tasks:  # fail before heavy work when a baseline is missing or damaged
-        for seed in params.seeds:
-            condition_folder(params, size, task, seed, "baseline", device, info, progress)
     phash = params_hash(params)
+    # fail before heavy work when a baseline is missing or damaged; the identity of the inputs
+    # (parameters, baseline and adversarially trained models) decides whether to reuse results
+    identity = [STAGE_VERSION, phash, info["base_key"]]
+    for task in tasks:
+        for seed in params.seeds:
+            for condition in params.ood.conditions:
+                if condition == "ood_method":
+                    continue  # determined by the parameters and the base model
+                try:
+                    _, meta = condition_folder(params, size, task, seed, condition, device, info,
+                                               progress)
+                    identity.append([task, seed, condition, stable_hash(meta)])
+                except ConditionUnavailable:
+                    identity.append([task, seed, condition, None])
+    key = stable_hash(identity)
+    cached_rows = _reuse(params, size, key)
+    if cached_rows is not None:
+        if progress:
+            print(f"{size}: adversarial-vs-OOD results for these inputs exist; reused")
+        return cached_rows
     family = params.family_of(size)
     pflops = info["pretrain_flops"]
     n_adv = params.ood.n_adversarial or params.attack.n_examples
@@ -287,4 +323,30 @@ def adv_ood_stage(params: Params, size: str, progress: bool = True) -> pd.DataFr
                 / f"{part}.parquet")
     write_table(pd.DataFrame(strings), root / "results" / "adv_ood_strings" / f"{part}.parquet")
     write_records(root, "runs", part, runs)
+    atomic_write_text(_marker(params, size), json.dumps({"key": key}))
     return pd.DataFrame(rows)
+
+
+def _marker(params: Params, size: str) -> Path:
+    return Path(params.run_dir) / "results" / "adv_ood_done" / f"adv-ood-{size}.json"
+
+
+def _reuse(params: Params, size: str, key: str) -> pd.DataFrame | None:
+    """The rows of a finished run of this stage with the same inputs (its runs rows are marked
+    ``cached``), or None. The marker is written last, so a killed run is never reused."""
+    from robnb.results.store import read_table
+
+    marker, part = _marker(params, size), f"adv-ood-{size}"
+    ev_file = Path(params.run_dir) / "results" / "evaluations" / f"{part}.parquet"
+    runs_file = Path(params.run_dir) / "results" / "runs" / f"{part}.parquet"
+    try:
+        if json.loads(marker.read_text()).get("key") != key:
+            return None
+    except (OSError, ValueError):
+        return None
+    if not (ev_file.is_file() and runs_file.is_file()):
+        return None
+    runs = read_table([runs_file], "runs")
+    runs.loc[runs["status"] == "ok", "status"] = "cached"
+    write_records(params.run_dir, "runs", part, runs.to_dict("records"))
+    return pd.read_parquet(ev_file)

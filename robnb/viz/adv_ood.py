@@ -25,9 +25,13 @@ def metric_table_chart(table: pd.DataFrame, metric: str = "accuracy") -> alt.Cha
     data = data[["size", "model_size", "set", "condition", "value", "n_predictions",
                  "n_seeds", "set_kind"]]
     order = [c for c in CONDITION_ORDER if c in set(data["condition"])]
+    kind = {"clean": 0, "adversarial": 1, "ood": 2}
+    rows = (data.assign(_k=data["set_kind"].map(kind)).sort_values(["set", "_k"])
+            .drop_duplicates("set"))
+    rows = rows.assign(_t=rows["set"].str.split(" · ").str[0]).sort_values(["_t", "_k", "set"])
     base = alt.Chart(data).encode(
         x=alt.X("condition:N", sort=order, title="condition"),
-        y=alt.Y("set:N", title=None, sort=alt.SortField("set_kind")),
+        y=alt.Y("set:N", title=None, sort=list(rows["set"]), axis=alt.Axis(labelLimit=400)),
     )
     cells = base.mark_rect().encode(
         color=alt.Color("value:Q", title=metric, scale=alt.Scale(scheme="blues")),
