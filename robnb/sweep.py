@@ -324,9 +324,10 @@ class Progress:
                             dynamic_ncols=True)
             self._postfix()
 
-    def _postfix(self) -> None:
+    def _postfix(self, refresh: bool = True) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(" ".join(f"{k} {v}" for k, v in self.counts.items()))
+            self.bar.set_postfix_str(" ".join(f"{k} {v}" for k, v in self.counts.items()),
+                                     refresh=refresh)
 
     def say(self, line: str) -> None:
         if self.bar is not None:
@@ -346,9 +347,9 @@ class Progress:
         time_s = f" {wall:6.1f}s" if wall is not None else ""
         self.say(f"[{finished}/{self.total}] {status:7s} {node.name}{time_s}"
                  f"{'  ' + note if note else ''}")
+        self._postfix(refresh=False)
         if self.bar is not None:
             self.bar.update(1)
-        self._postfix()
 
     def close(self) -> None:
         if self.bar is not None:

@@ -23,9 +23,21 @@ def finetune_dir(params: Params, size: str, task: str, seed: int) -> Path:
     return params.run_dir / "finetune" / size / task / f"seed{seed}"
 
 
+def code_version() -> str:
+    """The code a fine-tuned checkpoint depends on: a change there invalidates the cache."""
+    import hashlib
+
+    import robnb
+
+    root = Path(robnb.__file__).parent
+    files = ["train.py", "tasks/encoding.py", "models/prefix.py", "tasks/base.py"]
+    return hashlib.sha256(b"".join((root / f).read_bytes() for f in files)).hexdigest()[:12]
+
+
 def finetune_key(params: Params, size: str, task: str, seed: int, base_key: str) -> str:
     fp = params.finetune.model_dump(exclude={"n_train", "n_train_per_task"})
     return stable_hash({"base": base_key, "task": task, "seed": seed, "finetune": fp,
+                        "code": code_version(),
                         "n_train": params.finetune.train_size(task),
                         "source": params.task_sources.get(task)})
 
