@@ -123,15 +123,16 @@ def _readable_by_old_transformers(folder: Path) -> None:
 
 
 def matmul_peak(threads: int, n: int = 1024, reps: int = 8) -> float:
-    """Best fp32 matmul FLOP/s over a few runs (the machine is shared, so take the best)."""
+    """Best fp32 matmul FLOP/s per CPU second (CPU time, so other load on a shared machine does
+    not lower it; with one thread that is one core's peak)."""
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     best = float("inf")
     for _ in range(reps):
-        t = time.perf_counter()
+        t = time.process_time()
         a @ b
-        best = min(best, time.perf_counter() - t)
+        best = min(best, (time.process_time() - t) / threads)
     return 2 * n ** 3 / best
 
 

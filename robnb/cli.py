@@ -39,7 +39,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                            workers=args.workers, ray=args.ray, ray_address=args.ray_address,
                            retry_failed=args.retry_failed, force=args.force,
                            fresh_kernels=args.fresh_kernels, wait_for_lock=not args.no_wait,
-                           verbose=args.verbose)
+                           verbose=args.verbose, dry_run=args.dry_run)
     except SweepBusy as e:
         print(f"robnb: {e}", file=sys.stderr)
         return 3
@@ -48,6 +48,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 2
     if result.interrupted:
         return 130
+    if args.dry_run:
+        return 0
     if not result.nothing_to_do:
         print(f"\n== sweep\n{result.table()}")
     from robnb.run import print_summary
@@ -81,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a parameter, e.g. --set finetune.n_train=500")
         p.add_argument("--stages", nargs="+", help="only these stages (default: all that exist)")
-        p.add_argument("--workers", type=int, help="parallel executions (default: CPU cores / "
-                       "resources.cpus; 1 = sequential); with --ray, the local instance's CPUs")
+        p.add_argument("--workers", type=int, help="CPU cores to use (default: all); each "
+                       "execution takes resources.cpus of them (1 by default), so --workers 1 "
+                       "is sequential; with --ray, the local instance's CPUs")
         p.add_argument("--ray", action="store_true", help="run on a local Ray instance")
         p.add_argument("--ray-address", help="join a Ray cluster (e.g. auto or ray://host:10001)")
         p.add_argument("--retry-failed", action="store_true",
@@ -93,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a new kernel per notebook instead of one reused kernel per worker")
         p.add_argument("--no-wait", action="store_true",
                        help="stop at once (exit 3) if another sweep holds the run folder")
+        p.add_argument("--dry-run", action="store_true",
+                       help="print the plan (dependencies, identities, resources) and what would "
+                       "run; execute nothing")
         p.add_argument("--verbose", action="store_true", help="print each execution's start")
         p.set_defaults(func=cmd_sweep)
     val = sub.add_parser("validate", help="validate a profile and print it resolved")

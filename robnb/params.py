@@ -244,6 +244,7 @@ class ResourceParams(Strict):
     ones can share one. ``cpus`` is also the number of CPU threads an execution uses, on every
     executor, so local and Ray sweeps compute the same numbers."""
     cpus: PosInt = 1
+    cpus_per_size: dict[str, PosInt] = Field(default_factory=dict)  # e.g. more for the largest
     memory_gb: PosFloat | None = None  # per execution; None: no reservation
     num_gpus: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # per size
     default_num_gpus: Annotated[float, Field(ge=0)] = 0.0  # sizes not in num_gpus
@@ -259,6 +260,9 @@ class ResourceParams(Strict):
 
     def gpus_for(self, size: str | None) -> float:
         return self.num_gpus.get(size, self.default_num_gpus) if size else 0.0
+
+    def cpus_for(self, size: str | None) -> int:
+        return self.cpus_per_size.get(size, self.cpus) if size else self.cpus
 
 
 class Params(Strict):
@@ -363,10 +367,11 @@ class Params(Strict):
     @model_validator(mode="after")
     def _resource_sizes(self) -> "Params":
         allowed = (*FAMILY_SIZES.get(self.family, ()), *EXTRA_MODELS)
-        bad = [s for s in self.resources.num_gpus if s not in allowed]
-        if bad:
-            raise ValueError(f"resources.num_gpus: unknown size(s) {bad} for family "
-                             f"'{self.family}'; allowed: {', '.join(allowed)}")
+        for key in ("num_gpus", "cpus_per_size"):
+            bad = [s for s in getattr(self.resources, key) if s not in allowed]
+            if bad:
+                raise ValueError(f"resources.{key}: unknown size(s) {bad} for family "
+                                 f"'{self.family}'; allowed: {', '.join(allowed)}")
         return self
 
     @property

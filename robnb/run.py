@@ -167,7 +167,7 @@ def execute(ex: Execution, fresh_kernel: bool = False,
                 error = f"{e.ename}: {e.evalue}"
                 tb = _ANSI.sub("", "\n".join(e.traceback))
             else:
-                error = f"{type(e).__name__}: {e}"
+                error = f"{type(e).__name__}: {e}{kernel.exit_note()}"
                 tb = traceback.format_exc()
             if partial.exists():
                 os.replace(partial, ex.failed_copy)
@@ -215,15 +215,25 @@ def _fingerprint(env: dict[str, str]) -> tuple:
                         if k in _KERNEL_ENV_KEYS or k.startswith("ROBNB_")))
 
 
+def _wait(value: Any) -> Any:
+    """Run a jupyter_client coroutine on this thread's loop (the one nbclient uses too)."""
+    import inspect
+
+    from jupyter_core.utils import ensure_event_loop
+
+    return ensure_event_loop().run_until_complete(value) if inspect.isawaitable(value) else value
+
+
 class Kernel:
     """A Jupyter kernel that runs notebook after notebook in one worker.
 
     Why: starting a kernel and importing torch, transformers and robnb costs seconds per
     notebook, more than many executions' own work (bench/sweep_overhead.py). Between notebooks
-    the user namespace is reset (IPython ``reset``, garbage collected, working directory
-    restored), so every notebook starts from an empty namespace with modules already imported.
-    A kernel is replaced after any failure and whenever its environment (GPU assignment, thread
-    counts, ROBNB_* settings) would differ.
+    the user namespace is reset (IPython ``reset``, working directory restored), so every
+    notebook starts from an empty namespace with modules already imported. A kernel is replaced
+    after any failure and whenever its environment (GPU assignment, thread counts, ROBNB_*
+    settings) would differ. The manager is the asynchronous one nbclient itself uses: with a
+    blocking client, nbclient would wait forever on a kernel that died mid-cell.
     """
 
     def __init__(self) -> None:
@@ -235,17 +245,17 @@ class Kernel:
     def ready(self, env: dict[str, str], kernel_log: Path | None) -> tuple[Any, bool]:
         """A live kernel with this environment; True when it already ran a notebook."""
         if self.km is not None and (self.fingerprint != _fingerprint(env)
-                                    or not self.km.is_alive()):
+                                    or not _wait(self.km.is_alive())):
             self.discard()
         if self.km is None:
-            from jupyter_client.manager import KernelManager
+            from jupyter_client.manager import AsyncKernelManager
 
             if kernel_log:
                 kernel_log.parent.mkdir(parents=True, exist_ok=True)
             self._stderr = open(kernel_log, "a") if kernel_log else None  # noqa: SIM115
-            self.km = KernelManager(kernel_name="python3")
-            self.km.start_kernel(env=env, cwd=str(REPO), stdout=self._stderr,
-                                 stderr=self._stderr)
+            self.km = AsyncKernelManager(kernel_name="python3")
+            _wait(self.km.start_kernel(env=env, cwd=str(REPO), stdout=self._stderr,
+                                       stderr=self._stderr))
             self.fingerprint, self.used = _fingerprint(env), False
         reused, self.used = self.used, True
         return self.km, reused
@@ -254,7 +264,10 @@ class Kernel:
         """Empty the namespace for the next notebook; a kernel that cannot do so is dropped."""
         if self.km is None:
             return
-        kc = self.km.client()
+        from jupyter_client.blocking import BlockingKernelClient
+
+        kc = BlockingKernelClient()
+        kc.load_connection_info(self.km.get_connection_info())
         try:
             kc.start_channels()
             kc.wait_for_ready(timeout=60)
@@ -267,14 +280,32 @@ class Kernel:
         finally:
             kc.stop_channels()
 
+    def _process(self):
+        return getattr(getattr(self.km, "provisioner", None), "process", None)
+
+    def exit_note(self) -> str:
+        """Why a kernel died, when it did: SIGKILL is what the out-of-memory killer sends."""
+        process = self._process()
+        code = process.poll() if process is not None else None
+        if code is None:
+            return ""
+        return f" (kernel exit code {code}{'; killed, out of memory?' if code == -9 else ''})"
+
+    def kill(self) -> None:
+        """Kill the kernel process at once, from any thread (an interrupted sweep, exit)."""
+        process = self._process()
+        if process is not None and process.poll() is None:
+            process.kill()
+
     def discard(self) -> None:
+        """Stop the kernel (from the thread that uses it) and forget it."""
         if self.km is not None:
             try:
-                self.km.shutdown_kernel(now=True)
+                _wait(self.km.shutdown_kernel(now=True))
             except Exception:  # noqa: BLE001 - already dead
-                pass
+                self.kill()
             try:
-                self.km.cleanup_resources()
+                _wait(self.km.cleanup_resources())
             except Exception:  # noqa: BLE001
                 pass
             self.km = None
@@ -305,10 +336,21 @@ def shutdown_kernels() -> None:
         kernel.discard()
 
 
-def _shutdown_all() -> None:
+def kill_kernels() -> None:
+    """Kill every kernel of this process now; their notebooks fail and their threads end."""
     with _ALL_LOCK:
         for kernel in _ALL_KERNELS:
-            kernel.discard()
+            kernel.kill()
+
+
+def _shutdown_all() -> None:
+    """At exit: kill what is left (other threads' kernels cannot be shut down politely from
+    here) and remove their connection files."""
+    with _ALL_LOCK:
+        for kernel in _ALL_KERNELS:
+            kernel.kill()
+            if kernel.km is not None:
+                kernel.km.cleanup_connection_file()
 
 
 import atexit  # noqa: E402 - kernels of a Ray worker process end with it

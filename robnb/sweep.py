@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import SimpleQueue
@@ -134,11 +134,11 @@ def plan(params: Params, profile: str, overrides: dict[str, Any], stages: list[s
                                     "extra": s.extra(params) if s.extra else None,
                                     "notebook": nb_sha, "code": code, "deps": dep_ids}, 16)
             folder = params.run_dir / s.name / size if size else params.run_dir / s.name
+            cpus = res.cpus_for(size)
             ex = Execution(s.name, size, nb.resolve(), (folder / nb.name).resolve(),
-                           stage_parameters(s, params, profile, overrides, size),
-                           threads=res.cpus,
+                           stage_parameters(s, params, profile, overrides, size), threads=cpus,
                            kernel_log=(params.run_dir / SWEEP_DIR / "kernels.log").resolve())
-            nodes[(s.name, size)] = Node(identity, ex, dep_ids, res.cpus,
+            nodes[(s.name, size)] = Node(identity, ex, dep_ids, cpus,
                                          res.gpus_for(size) if s.inputs == "profile" else 0.0,
                                          res.memory_gb)
     chosen = list(nodes.values())
@@ -221,12 +221,14 @@ def sweep_lock(run_dir: Path, wait_for_it: bool = True,
 # ---------------------------------------------------------------- executors
 
 class LocalExecutor:
-    """``workers`` threads, each driving its own Jupyter kernel: the kernels are the worker
-    processes (threads only wait on them), and a kernel exits by itself if the sweep dies."""
+    """Worker threads on a budget of ``cpus`` cores, each thread driving its own Jupyter kernel:
+    the kernels are the worker processes (threads only wait on them), and a kernel exits by
+    itself if the sweep dies. An execution takes its resources.cpus cores from the budget, as
+    on Ray, so a large size given two cores does not share them."""
     name = "local"
 
-    def __init__(self, workers: int, fresh_kernels: bool = False) -> None:
-        self.capacity = max(1, workers)
+    def __init__(self, cpus: int, fresh_kernels: bool = False) -> None:
+        self.capacity = max(1, cpus)  # cores; also the most executions at once
         self.fresh = fresh_kernels
         self.queue: SimpleQueue = SimpleQueue()
         self.threads = [threading.Thread(target=self._work, daemon=True, name=f"robnb-worker-{i}")
@@ -255,14 +257,15 @@ class LocalExecutor:
         return fut
 
     def close(self, interrupted: bool = False) -> None:
-        if interrupted:
-            from robnb.run import _shutdown_all
-
-            _shutdown_all()  # the running notebooks end with their kernels
         for _ in self.threads:
             self.queue.put(None)
+        if interrupted:  # the running notebooks end with their kernels; threads are daemons
+            from robnb.run import kill_kernels
+
+            kill_kernels()
+            return
         for t in self.threads:
-            t.join(timeout=30)
+            t.join()
 
 
 class RayExecutor:
@@ -383,7 +386,7 @@ class SweepResult:
         """The final summary: one line per execution."""
         head = ("stage", "size", "status", "wall_s", "note")
         lines = [(r.node.execution.stage, r.node.execution.size or "-", r.status,
-                  f"{r.wall_s:.1f}" if r.wall_s is not None else "-", r.note[:90])
+                  f"{r.wall_s:.1f}" if r.wall_s is not None else "-", r.note[:160])
                  for r in self.rows]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
         fmt = "  ".join(f"{{:{w}}}" for w in widths[:-1]) + "  {}"
@@ -399,6 +402,7 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
               stages: list[str] | None = None, workers: int | None = None, ray: bool = False,
               ray_address: str | None = None, retry_failed: bool = False, force: bool = False,
               fresh_kernels: bool = False, wait_for_lock: bool = True, verbose: bool = False,
+              dry_run: bool = False,
               registry: tuple[Stage, ...] = STAGES, notebooks: Path = NOTEBOOKS,
               stream: TextIO = sys.stdout) -> SweepResult:
     """Plan, skip what is finished, run the rest in dependency order, record every outcome."""
@@ -411,7 +415,7 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
     result = SweepResult(the_plan)
     for note in the_plan.notes:
         say(f"robnb sweep: {note}")
-    with sweep_lock(params.run_dir, wait_for_lock, say):
+    with nullcontext() if dry_run else sweep_lock(params.run_dir, wait_for_lock, say):
         state = State(params.run_dir)
         records = state.load()
         status: dict[str, str] = {}
@@ -437,6 +441,14 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
                 rows[n.identity] = Row(n, "skipped", None, f"because {reason[bad[0]]}")
         todo = [n for n in todo if n.identity not in status]
         n_total = len(the_plan.nodes)
+        if dry_run:
+            for n in todo:
+                rows[n.identity] = Row(n, "to run", None, _describe(n, the_plan))
+            result.rows = [rows[n.identity] for n in the_plan.nodes]
+            result.nothing_to_do = not todo
+            say(f"robnb sweep: dry run, nothing executed: {len(todo)} of {n_total} "
+                f"executions would run\n{result.table()}")
+            return result
         if not todo:
             result.rows = [rows[n.identity] for n in the_plan.nodes]
             result.nothing_to_do = True
@@ -453,10 +465,10 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
             return result
 
         executor = _executor(params, workers, ray, ray_address, fresh_kernels)
-        n_workers = executor.capacity or "Ray"
+        workers_note = f", {executor.capacity} CPUs" if executor.capacity else ""
         say(f"robnb sweep: profile '{params.name}', {n_total} executions "
             f"({len(todo)} to run, {n_total - len(todo)} finished earlier) -> {params.run_dir} "
-            f"[{executor.name} executor, {n_workers} workers]")
+            f"[{executor.name} executor{workers_note}]")
         attempts = {i: records.get(i, {}).get("attempt", 0) for i in the_plan.by_id()}
         progress = Progress(n_total, sum(s == "cached" for s in status.values()), stream)
         for st in status.values():
@@ -478,8 +490,10 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
                         continue
                     if any(status.get(d) not in ("cached", "done") for d in n.deps):
                         continue
-                    if executor.capacity is not None and len(running) >= executor.capacity:
-                        break
+                    if executor.capacity is not None:
+                        busy = sum(min(r.num_cpus, executor.capacity) for r in running.values())
+                        if busy + min(n.num_cpus, executor.capacity) > executor.capacity:
+                            continue  # a smaller ready execution may still fit
                     pending.remove(n)
                     if verbose:
                         progress.say(f"        start   {n.name}  (log: {n.execution.log})")
@@ -527,6 +541,14 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
     return result
 
 
+def _describe(n: Node, the_plan: Plan) -> str:
+    names = the_plan.by_id()
+    deps = [names[d].name for d in n.deps if d in names]
+    after = (", ".join(deps) or "-") if len(deps) <= 3 else f"{len(deps)} executions (every size)"
+    gpus = f", {n.num_gpus:g} GPU" if n.num_gpus else ""
+    return f"id {n.identity}, {n.num_cpus} CPU{gpus}, after {after}"
+
+
 def _priority(params: Params, registry: tuple[Stage, ...]) -> Callable[[Node], tuple]:
     """Largest size first, then stage order: the longest chain starts first, so parallel
     workers are not left waiting on it at the end."""
@@ -541,8 +563,7 @@ def _priority(params: Params, registry: tuple[Stage, ...]) -> Callable[[Node], t
 
 def _executor(params: Params, workers: int | None, ray: bool, ray_address: str | None,
               fresh_kernels: bool) -> LocalExecutor | RayExecutor:
-    cpus = params.resources.cpus
-    n = workers or max(1, (os.cpu_count() or 1) // cpus)
+    cpus = workers or os.cpu_count() or 1
     if ray or ray_address:
-        return RayExecutor(ray_address, None if ray_address else n * cpus, fresh_kernels)
-    return LocalExecutor(n, fresh_kernels)
+        return RayExecutor(ray_address, None if ray_address else cpus, fresh_kernels)
+    return LocalExecutor(cpus, fresh_kernels)

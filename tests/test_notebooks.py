@@ -62,9 +62,22 @@ def test_robnb_run_ci_profile_end_to_end(tmp_path):
     assert {"params_hash", "git_commit", "packages", "device", "wall_s"} <= set(runs.columns)
     assert (runs["status"] == "ok").all()
 
-    # a second run reuses pretraining and fine-tuning (content-addressed caches)
+    # a second run finds every execution finished (content-addressed) and runs nothing
     proc2 = subprocess.run(cmd, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True,
                            timeout=900)
     assert proc2.returncode == 0, proc2.stderr[-3000:]
+    assert "nothing to do" in proc2.stdout, proc2.stdout[-2000:]
     runs2 = read_table(out / "ci", "runs")
-    assert (runs2["status"] == "cached").all()
+    assert sorted(runs2["run_id"]) == sorted(runs["run_id"])
+
+    # the stages' own caches: called again directly, pretraining and fine-tuning are reused
+    from robnb.params import load_params
+    from robnb.stages import finetune_stage
+
+    os.environ["ROBNB_CACHE"] = str(tmp_path / "cache")
+    try:
+        finetune_stage(load_params("ci", {"output_root": str(out)}), "neox-xs", progress=False)
+    finally:
+        del os.environ["ROBNB_CACHE"]
+    again = read_table(out / "ci", "runs")
+    assert set(again[again["stage"] == "finetune"]["status"]) >= {"cached"}

@@ -106,6 +106,10 @@ def test_resources_reach_the_plan(tmp_path):
     assert by["finetune/neox-s"].num_gpus == 1 and by["finetune/neox-xs"].num_gpus == 0.25
     assert by["pretrain/neox-xs"].num_cpus == 2 and by["pretrain/neox-xs"].execution.threads == 2
     assert by["pretrain/neox-xs"].memory_gb == 3
+    more, o2 = _params(tmp_path, **{"resources.cpus_per_size": {"neox-s": 2}})
+    by = {n.name: n for n in plan(more, "ci", o2).nodes}
+    assert by["finetune/neox-s"].num_cpus == 2 and by["finetune/neox-s"].execution.threads == 2
+    assert by["finetune/neox-xs"].num_cpus == 1
 
 
 # ---------------------------------------------------------------- failures, retry, lock
@@ -113,10 +117,17 @@ def test_resources_reach_the_plan(tmp_path):
 TINY = """\
 import os, pathlib
 out = pathlib.Path(overrides["output_root"])
+import time
+t0 = time.time()
+time.sleep(float((out / "SLEEP").read_text()) if (out / "SLEEP").exists() else 0)
 with open(out / "ran.txt", "a") as f:
     f.write(f"{STAGE} {size}\\n")
+with open(out / "spans.txt", "a") as f:
+    f.write(f"{STAGE} {size} {t0} {time.time()}\\n")
 if STAGE == "a" and size == "neox-s" and (out / "FAIL").exists():
     raise RuntimeError("boom: told to fail")
+if STAGE == "a" and size == "neox-s" and (out / "DIE").exists():
+    os.kill(os.getpid(), 9)  # as the out-of-memory killer would
 """
 
 
@@ -214,3 +225,39 @@ def test_extra_models_get_the_per_size_stages_they_can_run(tmp_path):
     assert "finetune/smollm2-135m" in by and "pretrain/smollm2-135m" not in by
     assert by["finetune/smollm2-135m"].deps == ()
 
+
+
+def test_local_executor_shares_cores_as_each_size_asks(tmp_path):
+    """On 2 cores, neox-m asks for both and runs alone; neox-xs and neox-s (one each) together."""
+    nbs = _tiny_notebooks(tmp_path)
+    params, overrides = _params(tmp_path, sizes=["neox-xs", "neox-s", "neox-m"],
+                                **{"resources.cpus_per_size": {"neox-m": 2}})
+    out = Path(params.output_root)
+    out.mkdir(parents=True)
+    (out / "SLEEP").write_text("1.5")
+    result = run_sweep(params, "ci", overrides, registry=TINY_REGISTRY[:1], notebooks=nbs,
+                       workers=2)
+    assert result.ok
+    spans = {}
+    for line in (out / "spans.txt").read_text().splitlines():
+        _, size, t0, t1 = line.split()
+        spans[size] = (float(t0), float(t1))
+
+    def overlap(a: str, b: str) -> bool:
+        return spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+
+    assert overlap("neox-xs", "neox-s")
+    assert not overlap("neox-m", "neox-xs") and not overlap("neox-m", "neox-s")
+
+
+def test_a_kernel_killed_mid_notebook_is_a_recorded_failure_not_a_hang(tmp_path):
+    nbs = _tiny_notebooks(tmp_path)
+    params, overrides = _params(tmp_path)
+    out = Path(params.output_root)
+    out.mkdir(parents=True)
+    (out / "DIE").touch()
+    result = run_sweep(params, "ci", overrides, registry=TINY_REGISTRY, notebooks=nbs, workers=1)
+    rows = {r.node.name: r for r in result.rows}
+    assert rows["a/neox-s"].status == "failed"
+    assert "DeadKernelError" in rows["a/neox-s"].note and "exit code -9" in rows["a/neox-s"].note
+    assert rows["b/neox-s"].status == "skipped" and rows["b/neox-xs"].status == "done"

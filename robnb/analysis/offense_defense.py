@@ -63,6 +63,10 @@ def attach_defense_compute(evals: pd.DataFrame, training: pd.DataFrame) -> pd.Da
     training row get NaN (e.g. fine-tuned models).
     """
     d = defense_compute(training)
+    # the training table is the authority: drop any copy an attack record carried along
+    evals = evals.drop(columns=[c for c in ("defense_flops_cumulative", "training_run_id",
+                                            "training_issue", "defense_flops_fraction_pretrain")
+                                if c in evals.columns])
     if "training_issue" not in d.columns:
         d["training_issue"] = ""
     has = evals["checkpoint"].notna() if "checkpoint" in evals else pd.Series(False, evals.index)

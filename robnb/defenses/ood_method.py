@@ -81,7 +81,8 @@ def char_edit(word: str, rng: random.Random) -> str:
 
 
 def perturb_text(text: str, rng: random.Random, s: OODMethodParams) -> str:
-    """Per-word character edits, case changes and dropout; line breaks and ``Field:`` markers kept."""
+    """Per-word character edits, case changes and dropout; line breaks and ``Field:`` markers
+    are kept."""
     lines = []
     for line in text.split("\n"):
         words = line.split(" ")

@@ -100,7 +100,8 @@ def drug_review_rows() -> tuple[tuple[str, str], ...]:
 DRUG_REVIEW_CLASSES = {"negative": 0, "positive": 1}  # "neutral" has no counterpart: dropped
 
 
-def sentiment_drugs(n: int | None = None, seed: int = 0, source: str | None = None) -> list[Example]:
+def sentiment_drugs(n: int | None = None, seed: int = 0,
+                    source: str | None = None) -> list[Example]:
     """Tweets → drugs.com patient reviews (explabox wheel): positive → POSITIVE, negative → NEGATIVE, neutral (rating 5–6, 90 of 978 unique reviews) dropped; reviews are longer and mostly positive."""
     examples = [content_example(t, DRUG_REVIEW_CLASSES[c], SENTIMENT_INSTRUCTIONS,
                                 SENTIMENT_LABELS, source_class=c)
@@ -161,7 +162,8 @@ def _rows(hub_id: str, splits: Sequence[str], source: str | None,
     return load_rows(source or hub_id, splits, None if source else config)
 
 
-def _texts(rows: list[dict], field: str, instructions: str, labels: tuple[str, ...]) -> list[Example]:
+def _texts(rows: list[dict], field: str, instructions: str,
+           labels: tuple[str, ...]) -> list[Example]:
     return [content_example(r[field], int(r["label"]), instructions, labels)
             for r in rows if int(r["label"]) in (0, 1) and str(r[field]).strip()]
 
@@ -188,7 +190,8 @@ def imdb_yelp(n: int | None = None, seed: int = 0, source: str | None = None) ->
     return _sample(_texts(rows, "text", IMDB_INSTRUCTIONS, IMDB_LABELS), n, seed)
 
 
-def mnli_mismatched(n: int | None = None, seed: int = 0, source: str | None = None) -> list[Example]:
+def mnli_mismatched(n: int | None = None, seed: int = 0,
+                    source: str | None = None) -> list[Example]:
     """MNLI matched genres → MNLI mismatched genres (hub nyu-mll/multi_nli, validation_mismatched), entailment vs not."""
     from robnb.tasks.nli import nli_examples
 

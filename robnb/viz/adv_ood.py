@@ -62,7 +62,8 @@ def adv_ood_scatter(points: pd.DataFrame, corr: pd.DataFrame) -> alt.Chart:
     fit = pd.DataFrame(lines, columns=["model", "model_size", "x", "y", "kind"])
     if len(fit):
         fit["size"] = _size_label(fit)
-    labels = {r["model"]: f"r = {r['r']:.2f} [{r['r_lo']:.2f}, {r['r_hi']:.2f}], n = {r['n_points']}"
+    labels = {r["model"]: f"r = {r['r']:.2f} [{r['r_lo']:.2f}, {r['r_hi']:.2f}], "
+                          f"n = {r['n_points']}"
               for _, r in corr.iterrows()}
     data = pd.concat([pts, fit], ignore_index=True)
     data["panel"] = data["size"] + ": " + data["model"].map(labels).fillna("")
