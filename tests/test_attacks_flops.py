@@ -10,7 +10,6 @@ from transformers import GPTNeoXForSequenceClassification
 
 from robnb.attacks.gcg import gcg
 from robnb.attacks.placement import decode_attack, initial_attack_ids
-from robnb.tasks.encoding import encode_slot, encode_text
 from robnb.attacks.prompts import label_prompts
 from robnb.attacks.run import attack_context, run_attack
 from robnb.attacks.scoring import Scorer
@@ -18,6 +17,7 @@ from robnb.models.counting import classifier_params
 from robnb.models.ladder import neox_config
 from robnb.params import AttackSpec
 from robnb.tasks import load_task
+from robnb.tasks.encoding import encode_slot, encode_text
 
 
 def neox_classifier_params(vocab: int, d: int, layers: int, labels: int = 2) -> int:

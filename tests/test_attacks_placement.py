@@ -6,7 +6,6 @@ import pytest
 import torch
 from attack_fixtures import one_thread, tiny  # noqa: F401 (autouse fixture)
 
-from robnb.tasks.encoding import encode_slot, encode_text
 from robnb.attacks.placement import (
     allowed_token_mask,
     decode_attack,
@@ -16,6 +15,7 @@ from robnb.attacks.placement import (
 from robnb.attacks.run import run_attack
 from robnb.params import PLACEMENTS, AttackSpec
 from robnb.tasks import OFFLINE_TASKS, load_task
+from robnb.tasks.encoding import encode_slot, encode_text
 
 ATTACK = " zq@&Wx"
 

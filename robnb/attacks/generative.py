@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from robnb.tasks.encoding import encode_slot, encode_text, leading_special_ids
 from robnb.attacks.prompts import AttackPrompt
 from robnb.tasks.base import Example
+from robnb.tasks.encoding import encode_slot, encode_text, leading_special_ids
 
 _SLOT = "\x00ROBNB_REQUEST\x00"
 

@@ -14,7 +14,6 @@ import torch
 
 from robnb.tasks.encoding import encode_text
 
-
 INIT_PATTERN = "@&"
 
 

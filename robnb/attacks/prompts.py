@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from robnb.tasks.encoding import encode_slot
 from robnb.tasks.base import Example
+from robnb.tasks.encoding import encode_slot
 
 Mode = Literal["label", "target"]
 

@@ -20,13 +20,13 @@ from robnb.attacks.beast import beast, proposal_prompts
 from robnb.attacks.gcg import gcg
 from robnb.attacks.generative import target_prompts
 from robnb.attacks.placement import allowed_token_mask, decode_attack
-from robnb.tasks.encoding import encode_text
 from robnb.attacks.prompts import AttackPrompt, Mode, label_prompts
 from robnb.attacks.random_token import random_token
 from robnb.attacks.scoring import IGNORE, Scorer, Scores, scores_from_logits
 from robnb.models.counting import classifier_params
 from robnb.params import PLACEMENTS, AttackSpec
 from robnb.tasks.base import Example
+from robnb.tasks.encoding import encode_text
 
 ATTACKS: dict[str, AttackFn] = {"gcg": gcg, "random_token": random_token, "beast": beast}
 CONTEXT_KEYS = ("run_id", "family", "model", "model_size", "pretrain_flops", "task", "seed")
