@@ -79,12 +79,20 @@ def build_atomically(folder: Path, build: Callable[[Path], dict]) -> Path:
 
 def cached(folder: Path, build: Callable[[Path], dict], expect_meta: dict | None = None,
            log: Callable[[str], None] = print) -> tuple[Path, dict, bool]:
-    """Reuse a verified folder, or (re)build it. Returns (folder, meta, reused)."""
+    """Reuse a verified folder, or (re)build it. Returns (folder, meta, reused).
+
+    A lock per folder makes concurrent processes that need the same folder (parallel sweep
+    workers pretraining two sizes need one tokenizer) wait for one build and reuse it, instead
+    of building twice and replacing it under each other's feet."""
+    from filelock import FileLock
+
     folder = Path(folder)
-    if folder.exists():
-        try:
-            return folder, verify(folder, expect_meta), True
-        except CorruptCheckpoint as e:
-            log(f"cache rejected, rebuilding: {e}")
-    build_atomically(folder, build)
-    return folder, verify(folder, expect_meta), False
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder.parent / f".{folder.name}.lock")):
+        if folder.exists():
+            try:
+                return folder, verify(folder, expect_meta), True
+            except CorruptCheckpoint as e:
+                log(f"cache rejected, rebuilding: {e}")
+        build_atomically(folder, build)
+        return folder, verify(folder, expect_meta), False

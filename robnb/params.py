@@ -208,6 +208,8 @@ class OODParams(Strict):
     max_tokens: PosInt | None = None  # token budget of OOD examples; default finetune.max_tokens
     metric: Literal["accuracy", "f1"] = "accuracy"  # robustness metric of the analysis
     robustness: Literal["retained", "raw"] = "retained"  # 1 - PDR, or the metric itself
+    # sensitivity analysis: also correlate without sets whose classifier's clean metric is below
+    min_clean: Annotated[float, Field(ge=0, le=1)] = 0.6
     n_boot: PosInt = 2000
     method: OODMethodParams = Field(default_factory=OODMethodParams)
 

@@ -248,17 +248,48 @@ class Kernel:
                                     or not _wait(self.km.is_alive())):
             self.discard()
         if self.km is None:
-            from jupyter_client.manager import AsyncKernelManager
-
             if kernel_log:
                 kernel_log.parent.mkdir(parents=True, exist_ok=True)
             self._stderr = open(kernel_log, "a") if kernel_log else None  # noqa: SIM115
-            self.km = AsyncKernelManager(kernel_name="python3")
-            _wait(self.km.start_kernel(env=env, cwd=str(REPO), stdout=self._stderr,
-                                       stderr=self._stderr))
+            for _ in range(3):
+                self._start(env)
+                if self._answers():
+                    break
+                self.discard(keep_log=True)
+            else:
+                raise RuntimeError(f"no kernel would start (three tries); see {kernel_log}")
             self.fingerprint, self.used = _fingerprint(env), False
         reused, self.used = self.used, True
         return self.km, reused
+
+    def _start(self, env: dict[str, str]) -> None:
+        """Kernels talk over Unix sockets, not TCP ports: with several kernels starting at once
+        (parallel workers, other users) a free TCP port can be taken before the kernel binds it."""
+        import tempfile
+        import uuid
+
+        from jupyter_client.manager import AsyncKernelManager
+
+        folder = Path(tempfile.gettempdir()) / "robnb-kernels"  # short: socket paths are limited
+        folder.mkdir(exist_ok=True)
+        ipc = folder / uuid.uuid4().hex[:12]
+        self.km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(ipc))
+        _wait(self.km.start_kernel(env=env, cwd=str(REPO), stdout=self._stderr,
+                                   stderr=self._stderr))
+
+    def _answers(self) -> bool:
+        from jupyter_client.blocking import BlockingKernelClient
+
+        kc = BlockingKernelClient()
+        kc.load_connection_info(self.km.get_connection_info())
+        try:
+            kc.start_channels()
+            kc.wait_for_ready(timeout=120)
+            return True
+        except RuntimeError:  # died before answering
+            return False
+        finally:
+            kc.stop_channels()
 
     def reset(self) -> None:
         """Empty the namespace for the next notebook; a kernel that cannot do so is dropped."""
@@ -297,7 +328,7 @@ class Kernel:
         if process is not None and process.poll() is None:
             process.kill()
 
-    def discard(self) -> None:
+    def discard(self, keep_log: bool = False) -> None:
         """Stop the kernel (from the thread that uses it) and forget it."""
         if self.km is not None:
             try:
@@ -309,7 +340,7 @@ class Kernel:
             except Exception:  # noqa: BLE001
                 pass
             self.km = None
-        if self._stderr is not None:
+        if self._stderr is not None and not keep_log:
             self._stderr.close()
             self._stderr = None
 
@@ -351,6 +382,7 @@ def _shutdown_all() -> None:
             kernel.kill()
             if kernel.km is not None:
                 kernel.km.cleanup_connection_file()
+                kernel.km.cleanup_ipc_files()
 
 
 import atexit  # noqa: E402 - kernels of a Ray worker process end with it

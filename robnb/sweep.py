@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -316,15 +317,18 @@ def execute_on_ray(ex: Execution, fresh_kernel: bool) -> Outcome:
 class Progress:
     """One overall bar with counts on a terminal; one line per finished execution otherwise."""
 
-    def __init__(self, total: int, cached: int, stream: TextIO = sys.stdout) -> None:
-        self.counts = {"done": 0, "running": 0, "failed": 0, "cached": cached, "skipped": 0}
+    def __init__(self, total: int, settled: list[str], stream: TextIO = sys.stdout) -> None:
+        """``settled``: the statuses of executions decided before any work (cached, ...)."""
+        self.counts = {"done": 0, "running": 0, "failed": 0, "cached": 0, "skipped": 0}
+        for status in settled:
+            self.counts[status] += 1
         self.total, self.stream = total, stream
         self.bar = None
         if stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=cached, desc="sweep", unit="nb", file=sys.stderr,
-                            dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=len(settled), desc="sweep", unit="nb",
+                            file=sys.stderr, dynamic_ncols=True)
             self._postfix()
 
     def _postfix(self, refresh: bool = True) -> None:
@@ -398,13 +402,60 @@ class SweepResult:
 
 # ---------------------------------------------------------------- the sweep
 
+@dataclass
+class Ledger:
+    """Where every execution of a plan stands in this sweep, and why when it did not run."""
+    status: dict[str, str] = field(default_factory=dict)  # identity -> cached|done|failed|skipped
+    reason: dict[str, str] = field(default_factory=dict)  # identity -> root cause of a failure
+    rows: dict[str, Row] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, the_plan: Plan, records: dict[str, dict], force: bool,
+                     retry_failed: bool) -> "Ledger":
+        """Finished executions are cached; earlier failures stay failed unless retried."""
+        led = cls()
+        for n in the_plan.nodes:
+            rec = records.get(n.identity)
+            if force or rec is None:
+                continue
+            if rec["status"] == "done" and n.execution.output.exists():
+                led.set(n, "cached", rec.get("wall_s"), "finished earlier")
+            elif rec["status"] == "failed" and not retry_failed:
+                led.reason[n.identity] = f"{n.name} failed earlier: {rec.get('error', '')}"
+                led.set(n, "failed", rec.get("wall_s"),
+                        f"earlier: {rec.get('error', '')} (--retry-failed)")
+        return led
+
+    def set(self, n: Node, status: str, wall: float | None = None, note: str = "") -> None:
+        self.status[n.identity] = status
+        self.rows[n.identity] = Row(n, status, wall, note)
+
+    def blocked(self, n: Node) -> str | None:
+        """Why ``n`` cannot run: the root cause of a failed or skipped dependency."""
+        bad = [d for d in n.deps if self.status.get(d) in ("failed", "skipped")]
+        if not bad:
+            return None
+        self.reason[n.identity] = self.reason.get(bad[0], bad[0])
+        return f"because {self.reason[n.identity]}"
+
+    def ready(self, n: Node) -> bool:
+        return all(self.status.get(d) in ("cached", "done") for d in n.deps)
+
+    def record(self, n: Node, outcome: Outcome) -> str:
+        note = ""
+        if outcome.status == "failed":
+            self.reason[n.identity] = f"{n.name} failed: {outcome.error}"
+            note = f"{outcome.error} (log: {n.execution.log})"
+        self.set(n, outcome.status, outcome.wall_s, note)
+        return note
+
+
 def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
               stages: list[str] | None = None, workers: int | None = None, ray: bool = False,
               ray_address: str | None = None, retry_failed: bool = False, force: bool = False,
               fresh_kernels: bool = False, wait_for_lock: bool = True, verbose: bool = False,
-              dry_run: bool = False,
-              registry: tuple[Stage, ...] = STAGES, notebooks: Path = NOTEBOOKS,
-              stream: TextIO = sys.stdout) -> SweepResult:
+              dry_run: bool = False, registry: tuple[Stage, ...] = STAGES,
+              notebooks: Path = NOTEBOOKS, stream: TextIO = sys.stdout) -> SweepResult:
     """Plan, skip what is finished, run the rest in dependency order, record every outcome."""
     t0 = time.time()
 
@@ -418,39 +469,23 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
     with nullcontext() if dry_run else sweep_lock(params.run_dir, wait_for_lock, say):
         state = State(params.run_dir)
         records = state.load()
-        status: dict[str, str] = {}
-        reason: dict[str, str] = {}
-        rows: dict[str, Row] = {}
-        for n in the_plan.nodes:
-            rec = records.get(n.identity)
-            if force or rec is None:
-                continue
-            if rec["status"] == "done" and n.execution.output.exists():
-                status[n.identity] = "cached"
-                rows[n.identity] = Row(n, "cached", rec.get("wall_s"), "finished earlier")
-            elif rec["status"] == "failed" and not retry_failed:
-                status[n.identity] = "failed"
-                reason[n.identity] = f"{n.name} failed earlier: {rec.get('error', '')}"
-                rows[n.identity] = Row(n, "failed", rec.get("wall_s"),
-                                       f"earlier: {rec.get('error', '')} (--retry-failed)")
-        todo = [n for n in the_plan.nodes if n.identity not in status]
-        for n in todo:  # dependants of earlier failures are skipped without starting workers
-            bad = [d for d in n.deps if status.get(d) in ("failed", "skipped")]
-            if bad:
-                status[n.identity], reason[n.identity] = "skipped", reason[bad[0]]
-                rows[n.identity] = Row(n, "skipped", None, f"because {reason[bad[0]]}")
-        todo = [n for n in todo if n.identity not in status]
+        led = Ledger.from_records(the_plan, records, force, retry_failed)
+        todo = []
+        for n in the_plan.nodes:  # dependants of earlier failures: skipped before any work
+            if n.identity not in led.status:
+                why = led.blocked(n)
+                led.set(n, "skipped", None, why) if why else todo.append(n)
         n_total = len(the_plan.nodes)
         if dry_run:
             for n in todo:
-                rows[n.identity] = Row(n, "to run", None, _describe(n, the_plan))
-            result.rows = [rows[n.identity] for n in the_plan.nodes]
+                led.set(n, "to run", None, _describe(n, the_plan))
+            result.rows = [led.rows[n.identity] for n in the_plan.nodes]
             result.nothing_to_do = not todo
             say(f"robnb sweep: dry run, nothing executed: {len(todo)} of {n_total} "
                 f"executions would run\n{result.table()}")
             return result
         if not todo:
-            result.rows = [rows[n.identity] for n in the_plan.nodes]
+            result.rows = [led.rows[n.identity] for n in the_plan.nodes]
             result.nothing_to_do = True
             result.wall_s = time.time() - t0
             n_failed, n_skipped = result.count("failed"), result.count("skipped")
@@ -465,63 +500,16 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
             return result
 
         executor = _executor(params, workers, ray, ray_address, fresh_kernels)
-        workers_note = f", {executor.capacity} CPUs" if executor.capacity else ""
+        cpus_note = f", {executor.capacity} CPUs" if executor.capacity else ""
         say(f"robnb sweep: profile '{params.name}', {n_total} executions "
             f"({len(todo)} to run, {n_total - len(todo)} finished earlier) -> {params.run_dir} "
-            f"[{executor.name} executor{workers_note}]")
+            f"[{executor.name} executor{cpus_note}]")
+        progress = Progress(n_total, list(led.status.values()), stream)
         attempts = {i: records.get(i, {}).get("attempt", 0) for i in the_plan.by_id()}
-        progress = Progress(n_total, sum(s == "cached" for s in status.values()), stream)
-        for st in status.values():
-            if st in ("failed", "skipped"):
-                progress.counts[st] += 1
-        running: dict[Future, Node] = {}
-        pending = sorted(todo, key=_priority(params, registry))
         try:
-            while pending or running:
-                for n in list(pending):
-                    bad = [d for d in n.deps if status.get(d) in ("failed", "skipped")]
-                    if bad:
-                        pending.remove(n)
-                        status[n.identity] = "skipped"
-                        why = reason.get(bad[0], bad[0])
-                        reason[n.identity] = why
-                        rows[n.identity] = Row(n, "skipped", None, f"because {why}")
-                        progress.finish(n, "skipped", None, f"because {why}")
-                        continue
-                    if any(status.get(d) not in ("cached", "done") for d in n.deps):
-                        continue
-                    if executor.capacity is not None:
-                        busy = sum(min(r.num_cpus, executor.capacity) for r in running.values())
-                        if busy + min(n.num_cpus, executor.capacity) > executor.capacity:
-                            continue  # a smaller ready execution may still fit
-                    pending.remove(n)
-                    if verbose:
-                        progress.say(f"        start   {n.name}  (log: {n.execution.log})")
-                    running[executor.submit(n)] = n
-                    progress.start(n)
-                if not running:
-                    if pending:  # cannot happen with a registry whose `after` points backwards
-                        raise RuntimeError(f"no execution can start: {[n.name for n in pending]}")
-                    continue
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    n = running.pop(fut)
-                    try:
-                        outcome = fut.result()
-                    except Exception as e:  # a Ray worker died (out of memory, node lost)
-                        import traceback as tb
-
-                        outcome = Outcome("failed", 0.0, now_iso(), f"{type(e).__name__}: {e}",
-                                          "".join(tb.format_exception(e)))
-                    attempts[n.identity] += 1
-                    state.write(n, outcome, attempts[n.identity], executor.name)
-                    status[n.identity] = outcome.status
-                    note = ""
-                    if outcome.status == "failed":
-                        reason[n.identity] = f"{n.name} failed: {outcome.error}"
-                        note = f"{outcome.error} (log: {n.execution.log})"
-                    rows[n.identity] = Row(n, outcome.status, outcome.wall_s, note)
-                    progress.finish(n, outcome.status, outcome.wall_s, note)
+            _schedule(sorted(todo, key=_priority(params, registry)), executor, led, progress,
+                      lambda n, outcome: state.write(n, outcome, attempts[n.identity] + 1,
+                                                     executor.name), verbose)
         except KeyboardInterrupt:
             result.interrupted = True
             executor.close(interrupted=True)
@@ -530,7 +518,7 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
         else:
             executor.close()
             progress.close()
-        result.rows = [rows[n.identity] for n in the_plan.nodes if n.identity in rows]
+        result.rows = [led.rows[n.identity] for n in the_plan.nodes if n.identity in led.rows]
         result.wall_s = time.time() - t0
         atomic_write_text(params.run_dir / SWEEP_DIR / "last_sweep.json", json.dumps({
             "profile": str(profile), "finished_at": now_iso(), "wall_s": round(result.wall_s, 2),
@@ -539,6 +527,47 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
                             "status": r.status, "wall_s": r.wall_s, "note": r.note}
                            for r in result.rows]}, indent=1))
     return result
+
+
+def _schedule(pending: list[Node], executor: LocalExecutor | RayExecutor, led: Ledger,
+              progress: Progress, write: Callable[[Node, Outcome], Any], verbose: bool) -> None:
+    """Submit what is ready (in priority order, within the executor's CPUs), record each
+    outcome durably as it arrives, skip the dependants of failures with the reason."""
+    running: dict[Future, Node] = {}
+    while pending or running:
+        for n in list(pending):
+            why = led.blocked(n)
+            if why:
+                pending.remove(n)
+                led.set(n, "skipped", None, why)
+                progress.finish(n, "skipped", None, why)
+                continue
+            if not led.ready(n):
+                continue
+            if executor.capacity is not None:
+                busy = sum(min(r.num_cpus, executor.capacity) for r in running.values())
+                if busy + min(n.num_cpus, executor.capacity) > executor.capacity:
+                    continue  # a smaller ready execution may still fit
+            pending.remove(n)
+            if verbose:
+                progress.say(f"        start   {n.name}  (log: {n.execution.log})")
+            running[executor.submit(n)] = n
+            progress.start(n)
+        if not running:
+            if pending:  # cannot happen with a registry whose `after` points backwards
+                raise RuntimeError(f"no execution can start: {[n.name for n in pending]}")
+            continue
+        finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        for fut in finished:
+            n = running.pop(fut)
+            try:
+                outcome = fut.result()
+            except Exception as e:  # a Ray worker died (out of memory, node lost)
+                outcome = Outcome("failed", 0.0, now_iso(), f"{type(e).__name__}: {e}",
+                                  "".join(traceback.format_exception(e)))
+            write(n, outcome)
+            note = led.record(n, outcome)
+            progress.finish(n, outcome.status, outcome.wall_s, note)
 
 
 def _describe(n: Node, the_plan: Plan) -> str:

@@ -66,7 +66,8 @@ def _evals():
     for model, size, sign in (("s", 1_000_000, 1), ("l", 10_000_000, -1)):
         for k, cond in enumerate(("baseline", "adversarial", "ood_method")):
             base = {"stage": "adv_ood", "model": model, "model_size": size, "condition": cond,
-                    "task": "t", "seed": 0, "run_id": f"{model}-{cond}", "n_examples": 10}
+                    "task": "t", "seed": 0, "run_id": f"{model}-{cond}", "n_examples": 10,
+                    "clean_accuracy": 0.9, "clean_f1": 0.9}
             rows.append({**base, "split": "validation", "set_kind": "clean", "accuracy": 0.9,
                          "f1": 0.9, "pdr": 0.0, "pdr_f1": 0.0})
             for j, name in enumerate(("gcg", "rt")):
@@ -88,6 +89,13 @@ def test_points_put_adversarial_on_x_and_ood_on_y():
     assert row["x"] == pytest.approx(1 - 0.5) and row["y"] == pytest.approx(1 - 0.3)
     assert row["ood_set"] == "ood:o" and "adversarial" in row["x_title"]
     assert row["y_title"].startswith("OOD") == axis_title("ood").startswith("OOD")
+    assert row["x_clean"] == pytest.approx(0.9) and row["y_clean"] == pytest.approx(0.9)
+    ev = _evals()
+    ev["clean_accuracy"] = 0.9
+    ev.loc[(ev.model == "s") & (ev.condition == "baseline"), "clean_accuracy"] = 0.4
+    kept = robustness_points(ev, min_clean=0.5)
+    assert len(kept) == len(pts) - 2 and not ((kept.model == "s") &
+                                              (kept.condition == "baseline")).any()
     raw = robustness_points(_evals(), robustness="raw")
     assert raw["x"].max() <= 0.9 and raw["x_title"].iloc[0].endswith("adversarial sets")
     corr = correlation_by_size(pts, n_boot=500)

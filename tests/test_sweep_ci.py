@@ -81,6 +81,11 @@ def _records(run_dir: Path) -> list[dict]:
     return [json.loads(f.read_text()) for f in (run_dir / "sweep" / "state").glob("*.json")]
 
 
+def _n_records(run_dir: Path) -> int:
+    state = run_dir / "sweep" / "state"
+    return len(list(state.glob("*.json"))) if state.is_dir() else 0
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """Two sweeps started at once on one folder: one runs everything uninterrupted (the
@@ -133,15 +138,14 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_results(reference
     proc = subprocess.Popen(_cmd(tmp_path), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     t0 = time.time()
-    while proc.poll() is None and (not (run_dir / "sweep" / "state").exists()
-                                   or len(_records(run_dir)) < after_done):
+    while proc.poll() is None and _n_records(run_dir) < after_done:
         time.sleep(0.1)
     time.sleep(extra)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = time.time() - t0
     time.sleep(1.5)  # its kernels notice their parent is gone within a second and exit
-    done_at_kill = len(_records(run_dir)) if (run_dir / "sweep" / "state").exists() else 0
+    done_at_kill = _n_records(run_dir)
     for f in run_dir.glob("results/*/*.parquet"):  # whatever is visible is whole
         pd.read_parquet(f)
 

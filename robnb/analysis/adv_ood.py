@@ -88,17 +88,26 @@ def axis_title(kind: Literal["adversarial", "ood"], metric: str = "accuracy",
 
 def robustness_points(evals: pd.DataFrame, metric: str = "accuracy",
                       robustness: Robustness = "retained",
-                      pairing: Pairing = "same_task") -> pd.DataFrame:
+                      pairing: Pairing = "same_task",
+                      min_clean: float | None = None) -> pd.DataFrame:
     """One row per (size, condition, adversarial set, OOD set): x = adversarial robustness,
-    y = OOD robustness, each the mean over seeds."""
+    y = OOD robustness, each the mean over seeds, with the clean metric each is relative to
+    (``x_clean``, ``y_clean``). ``min_clean`` leaves out sets whose classifier's clean metric is
+    below it (a classifier that never learned its task makes "share of clean performance kept"
+    meaningless); the default keeps every point."""
     ev = stage_rows(evals)
-    ev = ev.assign(value=robustness_value(ev, metric, robustness))
+    clean_col = "clean_accuracy" if metric == "accuracy" else "clean_f1"
+    ev = ev.assign(value=robustness_value(ev, metric, robustness),
+                   clean=ev[clean_col].astype(float) if clean_col in ev.columns else np.nan)
     keys = ["model", "model_size", "condition", "task", "split", "set_kind"]
-    mean = ev.groupby(keys, dropna=False)["value"].mean().reset_index()
+    mean = ev.groupby(keys, dropna=False)[["value", "clean"]].mean().reset_index()
+    if min_clean is not None:
+        mean = mean[mean["clean"] >= min_clean]
     adv = mean[mean["set_kind"] == "adversarial"].rename(
-        columns={"split": "adversarial_set", "value": "x", "task": "adversarial_task"})
+        columns={"split": "adversarial_set", "value": "x", "task": "adversarial_task",
+                 "clean": "x_clean"})
     ood = mean[mean["set_kind"] == "ood"].rename(
-        columns={"split": "ood_set", "value": "y", "task": "ood_task"})
+        columns={"split": "ood_set", "value": "y", "task": "ood_task", "clean": "y_clean"})
     on = ["model", "model_size", "condition"]
     if pairing == "same_task":
         adv = adv.assign(_t=adv["adversarial_task"])
@@ -109,7 +118,7 @@ def robustness_points(evals: pd.DataFrame, metric: str = "accuracy",
     pts["x_title"] = axis_title("adversarial", metric, robustness)
     pts["y_title"] = axis_title("ood", metric, robustness)
     cols = ["model", "model_size", "condition", "adversarial_task", "adversarial_set",
-            "ood_task", "ood_set", "x", "y", "x_title", "y_title"]
+            "ood_task", "ood_set", "x", "y", "x_clean", "y_clean", "x_title", "y_title"]
     return pts[cols].sort_values(["model_size", "condition", "adversarial_set", "ood_set"]) \
         .reset_index(drop=True)
 

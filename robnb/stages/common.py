@@ -19,7 +19,10 @@ def cache_root(params: Params) -> Path:
 
 
 def params_hash(params: Params) -> str:
-    return stable_hash(params.as_dict())
+    """What the computation depends on: not where it is written or how it is scheduled."""
+    d = {k: v for k, v in params.as_dict().items()
+         if k not in ("output_root", "run_name", "resources", "description")}
+    return stable_hash(d)
 
 
 def set_threads() -> None:

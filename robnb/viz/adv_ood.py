@@ -75,12 +75,14 @@ def adv_ood_scatter(points: pd.DataFrame, corr: pd.DataFrame) -> alt.Chart:
         shape=alt.Shape("adversarial_task:N", title="task"),
         tooltip=["model", "condition", "adversarial_set", "ood_set",
                  alt.Tooltip("x:Q", format=".3f", title="adversarial"),
-                 alt.Tooltip("y:Q", format=".3f", title="OOD")],
+                 alt.Tooltip("y:Q", format=".3f", title="OOD"),
+                 alt.Tooltip("x_clean:Q", format=".3f", title="clean (adversarial set's ref.)"),
+                 alt.Tooltip("y_clean:Q", format=".3f", title="clean (OOD set's ref.)")],
     ).transform_filter(alt.datum.kind == "point")
     line = alt.Chart().mark_line(color="black", strokeDash=[4, 3]).encode(
         x="x:Q", y="y:Q").transform_filter(alt.datum.kind == "fit")
-    return alt.layer(dots, line, data=data).properties(width=200, height=200).facet(
-        facet=alt.Facet("panel:N", title=None, sort=alt.SortField("model_size")), columns=4)
+    return alt.layer(dots, line, data=data).properties(width=300, height=220).facet(
+        facet=alt.Facet("panel:N", title=None, sort=alt.SortField("model_size")), columns=3)
 
 
 def correlation_vs_size_chart(corr: pd.DataFrame) -> alt.Chart:
