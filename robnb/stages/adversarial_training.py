@@ -34,7 +34,7 @@ from robnb.results.provenance import now_iso, run_record, stable_hash
 from robnb.results.schema import TABLES, conform
 from robnb.results.store import write_records, write_table
 from robnb.stages.common import check_model, model_info, params_hash, set_threads
-from robnb.stages.finetune import finetune_dir
+from robnb.stages.finetune import finetune_dir, require_finetuned
 from robnb.tasks import load_task
 from robnb.train import fits
 
@@ -86,14 +86,7 @@ def adversarial_training_stage(params: Params, size: str, progress: bool = True)
     set_threads()
     device = resolve_device(params.device)
     tasks = adversarial_training_tasks(params)
-    # fail before heavy work: every fine-tuned checkpoint must exist and be intact
-    for task in tasks:
-        for seed in params.seeds:
-            folder = finetune_dir(params, size, task, seed)
-            if not folder.exists():
-                raise FileNotFoundError(f"no fine-tuned model for size '{size}', task '{task}', "
-                                        f"seed {seed} (expected {folder}); run finetune first")
-            verify(folder)
+    require_finetuned(params, size, tasks)
     info = model_info(params, size)
     phash = params_hash(params)
     out: dict[str, list[dict]] = {t: [] for t in RECORD_TABLES}

@@ -18,7 +18,7 @@ from robnb.params import AttackSpec, Params
 from robnb.results.provenance import now_iso, run_record, stable_hash
 from robnb.results.store import write_records, write_table
 from robnb.stages.common import check_model, model_info, params_hash, set_threads
-from robnb.stages.finetune import finetune_dir
+from robnb.stages.finetune import finetune_dir, require_finetuned
 from robnb.tasks import load_task
 from robnb.tasks.base import Example
 from robnb.train import fits
@@ -71,14 +71,7 @@ def attack_stage(params: Params, size: str, progress: bool = True) -> pd.DataFra
     set_threads()
     device = resolve_device(params.device)
     info = model_info(params, size)
-    # fail before heavy work: every checkpoint this stage needs must exist and be intact
-    for task in attack_tasks(params):
-        for seed in params.seeds:
-            folder = finetune_dir(params, size, task, seed)
-            if not folder.exists():
-                raise FileNotFoundError(f"no fine-tuned model for size '{size}', task '{task}', "
-                                        f"seed {seed} (expected {folder}); run finetune first")
-            verify(folder)
+    require_finetuned(params, size, attack_tasks(params))
     beast_lm = None
     phash = params_hash(params)
     records, strings, runs = [], [], []

@@ -23,6 +23,19 @@ def finetune_dir(params: Params, size: str, task: str, seed: int) -> Path:
     return params.run_dir / "finetune" / size / task / f"seed{seed}"
 
 
+def require_finetuned(params: Params, size: str, tasks: list[str]) -> None:
+    """Fail before heavy work: every fine-tuned checkpoint a stage needs must exist, intact."""
+    from robnb.checkpoints import verify
+
+    for task in tasks:
+        for seed in params.seeds:
+            folder = finetune_dir(params, size, task, seed)
+            if not folder.exists():
+                raise FileNotFoundError(f"no fine-tuned model for size '{size}', task '{task}', "
+                                        f"seed {seed} (expected {folder}); run finetune first")
+            verify(folder)
+
+
 def code_version() -> str:
     """The code a fine-tuned checkpoint depends on: a change there invalidates the cache."""
     import hashlib
