@@ -28,6 +28,13 @@ ATTACKS = ("gcg", "random_token", "beast")
 EXTRA_MODELS = ("smollm2-135m",)
 PLACEMENTS = {"suffix": 1.0, "prefix": 0.0, "infix90": 0.9}
 
+def require_known(names, allowed, what: str) -> None:
+    """One message for every unknown-name check: what is unknown and what is allowed."""
+    bad = [n for n in names or [] if n not in allowed]
+    if bad:
+        raise ValueError(f"unknown {what}(s) {bad}; allowed: {', '.join(allowed)}")
+
+
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
@@ -66,9 +73,7 @@ class FinetuneParams(Strict):
     @field_validator("n_train_per_task")
     @classmethod
     def _known(cls, v: dict[str, int]) -> dict[str, int]:
-        bad = [t for t in v if t not in TASK_NAMES]
-        if bad:
-            raise ValueError(f"unknown task(s) {bad}; allowed: {', '.join(TASK_NAMES)}")
+        require_known(v, TASK_NAMES, "task")
         return v
 
     def train_size(self, task: str) -> int:
@@ -91,9 +96,7 @@ class AttackSpec(Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: list[str] | None) -> list[str] | None:
-        bad = [t for t in v or [] if t not in TASK_NAMES]
-        if bad:
-            raise ValueError(f"unknown task(s) {bad}; allowed: {', '.join(TASK_NAMES)}")
+        require_known(v, TASK_NAMES, "task")
         return v
 
     @property
@@ -158,9 +161,7 @@ class AdversarialTrainingParams(Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, v: list[str] | None) -> list[str] | None:
-        bad = [t for t in v or [] if t not in TASK_NAMES]
-        if bad:
-            raise ValueError(f"unknown task(s) {bad}; allowed: {', '.join(TASK_NAMES)}")
+        require_known(v, TASK_NAMES, "task")
         return v
 
     @field_validator("evaluation_attacks")
@@ -218,9 +219,7 @@ class OODParams(Strict):
     def _known_pairs(cls, v: list[str] | None) -> list[str] | None:
         from robnb.tasks.ood import OOD_PAIR_NAMES
 
-        bad = [p for p in v or [] if p not in OOD_PAIR_NAMES]
-        if bad:
-            raise ValueError(f"unknown OOD pair(s) {bad}; allowed: {', '.join(OOD_PAIR_NAMES)}")
+        require_known(v, OOD_PAIR_NAMES, "OOD pair")
         return v
 
     @field_validator("sources")
@@ -228,9 +227,7 @@ class OODParams(Strict):
     def _known_sources(cls, v: dict[str, str]) -> dict[str, str]:
         from robnb.tasks.ood import OOD_PAIR_NAMES
 
-        bad = [p for p in v if p not in OOD_PAIR_NAMES]
-        if bad:
-            raise ValueError(f"unknown OOD pair(s) {bad}; allowed: {', '.join(OOD_PAIR_NAMES)}")
+        require_known(v, OOD_PAIR_NAMES, "OOD pair")
         return v
 
     @field_validator("conditions")
@@ -294,9 +291,7 @@ class Params(Strict):
     def _known_tasks(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("at least one task is needed")
-        bad = [t for t in v if t not in TASK_NAMES]
-        if bad:
-            raise ValueError(f"unknown task(s) {bad}; allowed: {', '.join(TASK_NAMES)}")
+        require_known(v, TASK_NAMES, "task")
         return v
 
     @field_validator("seeds")
