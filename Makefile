@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(VENV)/bin/robnb run --profile $(PROFILE)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -v
 
 clean-outputs:
 	rm -rf outputs/*/ outputs/cache

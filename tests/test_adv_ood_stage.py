@@ -215,7 +215,8 @@ def test_notebook_runs_under_papermill(ci_run):
         pm.execute_notebook(str(REPO / "notebooks" / "06_adversarial_vs_ood.ipynb"), str(out),
                             parameters={"profile": "ci", "size": SIZE, "overrides": overrides,
                                         "progress": False},
-                            kernel_name="python3", progress_bar=False, cwd=str(REPO))
+                            kernel_name="python3", progress_bar=False, cwd=str(REPO),
+                            execution_timeout=600)
     finally:
         if old is None:
             os.environ.pop("ROBNB_CACHE", None)

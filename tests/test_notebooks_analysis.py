@@ -31,7 +31,8 @@ def _run(key: str, tmp_path, results: list[str], **params) -> nbformat.NotebookN
     nb = pm.execute_notebook(str(NOTEBOOKS[key]), str(tmp_path / f"{key}.ipynb"),
                              parameters={"results": results, "out_dir": str(out_dir),
                                          "n_boot": 30, **params},
-                             cwd=str(REPO), progress_bar=False, kernel_name="python3")
+                             cwd=str(REPO), progress_bar=False, kernel_name="python3",
+                             execution_timeout=600)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors
