@@ -187,9 +187,18 @@ class AdversarialTrainingParams(Strict):
 
 
 class OODMethodParams(Strict):
-    """The OOD method (robnb.defenses.ood_method): fine-tuning on label-preserving perturbations.
-    ``fraction`` of the training examples are replaced by a perturbed copy (same count, same
-    steps, so the same training compute as the baseline)."""
+    """The OOD method (robnb.defenses.ood_method): training on label-preserving perturbations,
+    ``fraction`` of the training examples replaced by a perturbed copy.
+
+    ``start: base`` fine-tunes the base model in place of plain fine-tuning (same examples and
+    steps, so the baseline's training compute). ``start: fine_tuned`` continues from the
+    fine-tuned classifier, like adversarial training, for one epoch over ``n_train`` training
+    examples (default: as many as adversarial training of that size trains on, rounds ×
+    ``max_train``) at ``lr`` (default: adversarial training's), so the two methods are matched
+    in starting point and training examples."""
+    start: Literal["base", "fine_tuned"] = "base"
+    n_train: PosInt | None = None  # start: fine_tuned only
+    lr: PosFloat | None = None  # start: fine_tuned only
     fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
     char_rate: Annotated[float, Field(ge=0, le=1)] = 0.05  # per word: one character edit
     case_rate: Annotated[float, Field(ge=0, le=1)] = 0.1  # per word: case change

@@ -137,14 +137,45 @@ def test_records_predictions_and_provenance_on_disk(ci_run):
         params.run_dir, "attacks").columns
 
 
-def test_ood_method_checkpoint_is_cached_and_trained_on_augmented_data(ci_run):
+def test_ood_method_continues_the_fine_tuned_model_matched_to_adversarial_training(ci_run):
+    from robnb.defenses.adversarial_training import rounds_for
     from robnb.defenses.ood_method import ood_method_checkpoint
+    from robnb.models.registry import load_sequence_classifier
+    from robnb.stages.finetune import finetune_dir
 
     params, _, _, _ = ci_run
+    at = params.adversarial_training
+    assert params.ood.method.start == "fine_tuned"
     folder, meta, reused = ood_method_checkpoint(params, SIZE, "password_match", 0)
     assert reused and (folder / "MANIFEST.json").is_file()
-    assert 0 < meta["n_augmented"] < meta["n_train"] == params.finetune.n_train
-    assert meta["settings"]["fraction"] == params.ood.method.fraction
+    assert meta["n_train"] == rounds_for(params, SIZE) * at.max_train  # matched examples
+    assert meta["settings"]["lr"] == at.lr and meta["steps"] >= 1
+    assert 0 < meta["n_augmented"] < meta["n_train"]
+    # it started from the fine-tuned classifier: the head moved a little, not from scratch
+    tuned, _ = load_sequence_classifier(finetune_dir(params, SIZE, "password_match", 0))
+    method, _ = load_sequence_classifier(folder)
+    a, b = tuned.score.weight, method.score.weight
+    assert 0 < float((a - b).norm()) < 0.5 * float(a.norm())
+
+
+def test_ood_method_from_the_base_model_uses_the_baselines_examples(ci_run):
+    from robnb.defenses.ood_method import ood_method_checkpoint
+
+    params, _, root, _ = ci_run
+    base = load_params("ci", {"output_root": str(root / "out-base"), "ood.method.start": "base"})
+    folder, meta, reused = ood_method_checkpoint(base, SIZE, "password_match", 0)
+    assert not reused and meta["n_train"] == base.finetune.n_train
+    assert 0 < meta["n_augmented"] < meta["n_train"]
+    assert meta["settings"]["start"] == "base"
+
+
+def test_ood_method_refuses_a_missing_fine_tuned_model(ci_run):
+    from robnb.defenses.ood_method import ood_method_checkpoint
+
+    params, _, root, _ = ci_run
+    other = load_params("ci", {"output_root": str(root / "out-empty")})
+    with pytest.raises(FileNotFoundError, match="run finetune first"):
+        ood_method_checkpoint(other, SIZE, "password_match", 0)
 
 
 def test_analysis_of_the_stage_output(ci_run):

@@ -162,49 +162,75 @@ def ood_method_dir(params: Params, size: str, task: str, seed: int) -> Path:
     return params.run_dir / "ood_method" / size / task / f"seed{seed}"
 
 
+def continuation_settings(params: Params, size: str) -> tuple[int, float]:
+    """(training examples, learning rate) of ``start: fine_tuned``: as set, else adversarial
+    training's for this size (rounds × max_train examples, its learning rate)."""
+    from robnb.defenses.adversarial_training import rounds_for
+
+    m, at = params.ood.method, params.adversarial_training
+    n = m.n_train or rounds_for(params, size) * at.max_train
+    return n, m.lr or at.lr
+
+
 def ood_method_checkpoint(params: Params, size: str, task: str, seed: int,
                           device: torch.device | None = None, info: dict | None = None,
                           progress: bool = False) -> tuple[Path, dict, bool]:
-    """Fine-tune the size's base model on augmented training data (cached, verified).
+    """The classifier trained with the OOD method (cached, verified); (folder, meta, reused).
 
-    Same base model, data sample, hyperparameters and number of steps as the baseline
-    fine-tuning; only the augmented examples differ. Returns (folder, meta, reused).
+    ``start: base``: the base model fine-tuned on augmented data, with the baseline's
+    examples, hyperparameters and steps. ``start: fine_tuned``: the fine-tuned classifier
+    trained one more epoch on ``n_train`` augmented training examples (see
+    :class:`robnb.params.OODMethodParams`).
     """
-    from robnb.checkpoints import cached
+    from robnb.checkpoints import cached, verify
     from robnb.evaluation import evaluate_examples
     from robnb.models.counting import classifier_params
     from robnb.models.registry import load_sequence_classifier
     from robnb.stages.common import model_info
-    from robnb.stages.finetune import finetune_key
+    from robnb.stages.finetune import finetune_dir, finetune_key, require_finetuned
     from robnb.tasks import load_task
     from robnb.train import fits, train_epochs
 
     device = device or torch.device("cpu")
     info = info or model_info(params, size)
     fp, m = params.finetune, params.ood.method
-    key = stable_hash({"finetune": finetune_key(params, size, task, seed, info["base_key"]),
-                       "method": METHOD_NAME, "settings": m.model_dump()})
+    settings = m.model_dump()
+    fkey = finetune_key(params, size, task, seed, info["base_key"])
+    if m.start == "fine_tuned":  # this very fine-tuned model, intact, before any work
+        require_finetuned(params, size, [task])
+        verify(finetune_dir(params, size, task, seed), {"key": fkey})
+        settings["n_train"], settings["lr"] = continuation_settings(params, size)
+    key = stable_hash({"finetune": fkey, "method": METHOD_NAME, "settings": settings})
 
     def build(tmp: Path) -> dict:
         torch.manual_seed(seed)
-        model, tok = load_sequence_classifier(info["source"], revision=info["revision"],
-                                              device=device)
         src = params.task_sources.get(task)
-        train = fits(augment(load_task(task, "train", fp.train_size(task), seed, src), task, m,
-                             seed), tok, fp.max_tokens)
+        pool = load_task(task, "train", fp.train_size(task), seed, src)
+        if m.start == "fine_tuned":
+            model, tok = load_sequence_classifier(str(finetune_dir(params, size, task, seed)),
+                                                  device=device)
+            pick = random.Random(stable_hash([m.seed, seed, task, "sample"]))
+            pool = pick.sample(pool, min(settings["n_train"], len(pool)))
+            tp = fp.model_copy(update={"lr": settings["lr"], "epochs": 1,
+                                       "schedule": "constant", "warmup_steps": 0})
+        else:
+            model, tok = load_sequence_classifier(info["source"], revision=info["revision"],
+                                                  device=device)
+            tp = fp
+        train = fits(augment(pool, task, m, seed), tok, fp.max_tokens)
         val = fits(load_task(task, "validation", fp.n_val, 0, src), tok, fp.max_tokens)
-        if len(train) < fp.batch_size or not val:
+        if len(train) < min(tp.batch_size, len(pool)) or not train or not val:
             raise ValueError(f"finetune.max_tokens={fp.max_tokens} leaves {len(train)} training "
                              f"and {len(val)} validation examples of task '{task}'")
         t0 = time.time()
-        state = train_epochs(model, tok, train, fp, seed, progress=progress,
+        state = train_epochs(model, tok, train, tp, seed, progress=progress,
                              desc=f"ood-method {size} {task} s{seed}")
         wall = time.time() - t0
         scores, _ = evaluate_examples(model, tok, val, device=device)
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         return {"key": key, "method": METHOD_NAME, "size": size, "task": task, "seed": seed,
-                "settings": m.model_dump(), "classifier_params": classifier_params(model),
+                "settings": settings, "classifier_params": classifier_params(model),
                 "train_flops": state.flops, "steps": state.step, "n_train": len(train),
                 "n_augmented": sum(bool(e.meta.get("augmented")) for e in train),
                 "metrics": scores, "wall_s": wall}

@@ -17,19 +17,41 @@ import pandas as pd
 from robnb.results.schema import TABLES, conform
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
+# mkstemp creates 0600 files; results are shared artefacts, so they get the usual umask mode
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _temp_beside(path: Path) -> Path:
+    """A closed temporary file in ``path``'s folder (same file system: the rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    return Path(tmp)
+
+
+def _write_atomically(path: Path, write) -> Path:
+    """``write(tmp)`` fills a temporary file that then replaces ``path`` in one rename."""
+    path = Path(path)
+    tmp = _temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    _write_atomically(path, write)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -38,17 +60,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_table(df: pd.DataFrame, path: Path) -> Path:
     """Write one DataFrame as Parquet, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _write_atomically(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def write_records(root: Path, table: str, part: str, records: Iterable[Mapping]) -> Path:
