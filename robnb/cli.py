@@ -72,6 +72,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from robnb.results.compare import compare_runs
+
+    for d in (args.a, args.b):
+        if not (Path(d) / "results").is_dir():
+            print(f"robnb: {d} is not a run folder (no results/ inside)", file=sys.stderr)
+            return 2
+    report = compare_runs(Path(args.a), Path(args.b))
+    for name, verdict in report.items():
+        print(f"{name:24s} {verdict}")
+    same = all(v.startswith("same") for v in report.values())
+    print("identical results" if same else "results differ")
+    return 0 if same else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robnb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("profile")
     val.add_argument("--set", action="append", metavar="KEY=VALUE")
     val.set_defaults(func=cmd_validate)
+    cmp_ = sub.add_parser("compare", help="do two run folders hold the same results? "
+                          "(provenance columns ignored)")
+    cmp_.add_argument("a")
+    cmp_.add_argument("b")
+    cmp_.set_defaults(func=cmd_compare)
     try:
         from robnb.analysis.cli import add_subcommands
     except ImportError:

@@ -450,6 +450,30 @@ class Ledger:
         return note
 
 
+def frozen_profile_path(params: Params, profile: str) -> Path | None:
+    """Where a sweep keeps the copy of its profile that its notebooks read (None: the profile is
+    not a file, e.g. built in code)."""
+    from robnb.params import profile_path
+
+    return (params.run_dir / SWEEP_DIR / "profile.yaml").resolve() \
+        if profile_path(profile).is_file() else None
+
+
+def freeze_profile(params: Params, profile: str, overrides: dict[str, Any],
+                   snapshot: Path) -> None:
+    """Copy the profile for this sweep's notebooks, so editing ``params/*.yaml`` while a sweep
+    runs cannot change what its remaining executions compute (their identities were computed
+    from the profile as it was at the start). Written under the sweep lock; checked to load to
+    the same parameters."""
+    from robnb.params import load_params, profile_path
+    from robnb.stages.common import params_hash
+
+    atomic_write_text(snapshot, profile_path(profile).read_text(encoding="utf-8"))
+    if params_hash(load_params(snapshot, overrides)) != params_hash(params):
+        raise RuntimeError(f"profile {profile_path(profile)} changed while the sweep was "
+                           "starting; start it again")
+
+
 def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
               stages: list[str] | None = None, workers: int | None = None, ray: bool = False,
               ray_address: str | None = None, retry_failed: bool = False, force: bool = False,
@@ -462,7 +486,9 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
     def say(line: str) -> None:
         print(line, file=stream, flush=True)
 
-    the_plan = plan(params, profile, overrides, stages, registry, notebooks)
+    snapshot = None if dry_run else frozen_profile_path(params, profile)
+    the_plan = plan(params, str(snapshot) if snapshot else profile, overrides, stages, registry,
+                    notebooks)
     result = SweepResult(the_plan)
     for note in the_plan.notes:
         say(f"robnb sweep: {note}")
@@ -499,6 +525,8 @@ def run_sweep(params: Params, profile: str, overrides: dict[str, Any], *,
                 say(result.table())
             return result
 
+        if snapshot:
+            freeze_profile(params, profile, overrides, snapshot)
         executor = _executor(params, workers, ray, ray_address, fresh_kernels)
         cpus_note = f", {executor.capacity} CPUs" if executor.capacity else ""
         say(f"robnb sweep: profile '{params.name}', {n_total} executions "

@@ -261,3 +261,46 @@ def test_a_kernel_killed_mid_notebook_is_a_recorded_failure_not_a_hang(tmp_path)
     assert rows["a/neox-s"].status == "failed"
     assert "DeadKernelError" in rows["a/neox-s"].note and "exit code -9" in rows["a/neox-s"].note
     assert rows["b/neox-s"].status == "skipped" and rows["b/neox-xs"].status == "done"
+
+
+def test_editing_the_profile_during_a_sweep_does_not_change_what_it_computes(tmp_path):
+    """The notebooks read the sweep's frozen copy of the profile, not params/*.yaml."""
+    import shutil
+    import threading
+    import time
+
+    profile = tmp_path / "mine.yaml"
+    shutil.copy(REPO / "params" / "ci.yaml", profile)
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('profile = "ci"\nsize = None\noverrides = {}\n'
+                                     'progress = True')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(
+        "import pathlib, time\nfrom robnb.params import load_params\n"
+        "out = pathlib.Path(overrides['output_root'])\n"
+        "(out / f'started-{size}').touch()\n"
+        "while size == 'neox-xs' and not (out / 'edited').exists(): time.sleep(0.1)\n"
+        "with open(out / 'lr.txt', 'a') as f:\n"
+        "    f.write(f'{profile} {load_params(profile, overrides).finetune.lr}\\n')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, nbs / "a.ipynb")
+    overrides = {"output_root": str(tmp_path / "out")}
+    params = load_params(profile, overrides)
+    out = Path(params.output_root)
+    out.mkdir(parents=True)
+    kw = dict(registry=(Stage("a", "a.ipynb"),), notebooks=nbs, workers=1)
+    sweep = threading.Thread(target=run_sweep, args=(params, str(profile), overrides), kwargs=kw)
+    sweep.start()
+    t0 = time.time()
+    while not (out / "started-neox-xs").exists() and time.time() - t0 < 120:
+        time.sleep(0.1)
+    profile.write_text(profile.read_text().replace("lr: 1.0e-3", "lr: 7.0e-3", 1))
+    (out / "edited").touch()
+    sweep.join(timeout=300)
+    lines = (out / "lr.txt").read_text().split()
+    frozen = params.run_dir / "sweep" / "profile.yaml"
+    assert lines == [str(frozen.resolve()), "0.001"] * 2  # both sizes, the original value
+    assert load_params(profile).finetune.lr == 0.007  # the edit itself is there for next time

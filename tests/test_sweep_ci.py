@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -22,14 +21,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from robnb.results.compare import comparable, compare_runs
+
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("pretraining", "evaluations", "training", "attacks", "attack_strings", "runs")
 # the per-size chain that writes tables; the global analysis notebooks only draw from them
 STAGES = ("pretrain", "finetune", "attack")
 N = 6  # 3 stages x 2 sizes
-# provenance, not results: when, how long, where, which code, and whether a cache was hit
-IGNORE = {"wall_s", "started_at", "git_commit", "packages", "device", "params_hash", "status",
-          "error"}
 
 
 def _env() -> dict[str, str]:
@@ -48,26 +46,8 @@ def _sweep(out: Path, *extra: str, timeout: float = 600) -> tuple[subprocess.Com
     return proc, time.time() - t0
 
 
-def _location_free(run_id: str) -> str:
-    """The attack stage's run ids end in a hash of the whole parameter set, output_root
-    included, so they differ between output folders; that tail is dropped here."""
-    return re.sub(r"^(attack-.*)-[0-9a-f]{8}$", r"\1", run_id)
-
-
 def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
-    out = {}
-    for name in TABLES:
-        files = sorted((run_dir / "results" / name).glob("*.parquet"))
-        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files \
-            else pd.DataFrame()
-        df = df[sorted(c for c in df.columns if c not in IGNORE)]
-        if "run_id" in df:
-            df["run_id"] = df["run_id"].map(_location_free)
-        for c in df.columns[df.dtypes == object]:  # token id arrays: comparable, sortable
-            df[c] = df[c].map(lambda v: tuple(v) if hasattr(v, "__len__") and
-                              not isinstance(v, str) else v)
-        out[name] = df.sort_values(list(df.columns)).reset_index(drop=True)
-    return out
+    return {name: comparable(run_dir, name) for name in TABLES}
 
 
 def _assert_same_results(run_dir: Path, reference: dict[str, pd.DataFrame]) -> None:
@@ -156,6 +136,19 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_results(reference
     assert f"({N - done_at_kill} to run, {done_at_kill} finished earlier)" in resumed.stdout \
         or done_at_kill == N
     _assert_same_results(run_dir, reference["tables"])
+    # the same verdict from the command researchers use, on every table the runs wrote
+    assert set(compare_runs(run_dir, reference["run_dir"]).values()) <= {
+        f"same ({len(reference['tables'][t])} rows)" for t in TABLES}
+    cmd = [sys.executable, "-m", "robnb.cli", "compare", str(run_dir), str(reference["run_dir"])]
+    same = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0 and "identical results" in same.stdout, same.stdout
+    victim = next((run_dir / "results" / "evaluations").glob("*.parquet"))
+    df = pd.read_parquet(victim)
+    df.loc[0, "accuracy"] += 1e-9  # one number off in the last digits
+    df.to_parquet(victim, index=False)
+    differ = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert differ.returncode == 1 and "evaluations" in differ.stdout, differ.stdout
+    assert "results differ" in differ.stdout
 
 
 def test_local_ray_instance_gives_the_same_results_and_places_gpus(reference, tmp_path):
