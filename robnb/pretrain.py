@@ -19,6 +19,7 @@ import torch
 from robnb.checkpoints import cached
 from robnb.corpus import load_corpus, split_documents
 from robnb.flops import pretrain_flops
+from robnb.models.counting import lm_classifier_params, non_embedding_params
 from robnb.models.ladder import LADDER, neox_config
 from robnb.models.tokenizer import load_tokenizer, train_bpe_tokenizer
 from robnb.params import PretrainParams
@@ -107,8 +108,7 @@ def pretrain_size(size: str, p: PretrainParams, cache_root: Path, device: torch.
         config = neox_config(size, len(tokenizer), max_positions=max(512, p.seq_len),
                              eos_id=tokenizer.eos_token_id)
         model = GPTNeoXForCausalLM(config).to(device)
-        n_clf = sum(v.numel() for k, v in model.named_parameters() if "embed_out" not in k)
-        n_clf += config.hidden_size * 2  # the 2-way head the classifier will add
+        n_clf = lm_classifier_params(model)  # the classifier this LM becomes (paper's N)
         opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=0.01)
         warm = max(p.warmup_steps, 1)
         sched = torch.optim.lr_scheduler.LambdaLR(
@@ -131,8 +131,7 @@ def pretrain_size(size: str, p: PretrainParams, cache_root: Path, device: torch.
         model.save_pretrained(str(tmp / "model"), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp / "model"))
         return {"key": key, "size": size, "classifier_params": n_clf,
-                "non_embedding_params": sum(v.numel() for k, v in model.named_parameters()
-                                            if "embed" not in k),
+                "non_embedding_params": non_embedding_params(model),
                 "lm_params": sum(v.numel() for v in model.parameters()),
                 "tokens": tokens, "pretrain_flops": pretrain_flops(n_clf, tokens),
                 "pretrain_flops_lm": pretrain_flops(sum(v.numel() for v in model.parameters()), tokens),

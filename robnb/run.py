@@ -451,6 +451,8 @@ def summary(run_dir: Path) -> "dict[str, pd.DataFrame]":
         ev = ev[ev["split"] == "validation"]
         if "stage" in ev.columns:  # the fine-tuned models' own scores, not 06's conditions
             ev = ev[ev["stage"].fillna("finetune") == "finetune"]
+        if "defense" in ev.columns:  # nor those of adversarially trained checkpoints
+            ev = ev[ev["defense"].isna()]
         acc = ev.pivot_table(index=["model", "model_size"], columns="task", values="accuracy",
                              aggfunc="mean").reset_index().sort_values("model_size")
         out["accuracy"] = acc

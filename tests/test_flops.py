@@ -70,3 +70,20 @@ def test_classifier_params_is_the_papers_count():
     emb = 512 * model.config.hidden_size
     head = model.config.hidden_size * 2
     assert classifier_params(model) == non_embedding_params(model) + emb + head
+
+
+def test_the_pretrained_lm_reports_the_count_of_the_classifier_it_becomes():
+    """Counted by identity: GPT-NeoX's unembedding is ``lm_head`` in current transformers (it
+    was ``embed_out``), and a name test silently counted it."""
+    from transformers import GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
+
+    from robnb.models.counting import lm_classifier_params
+    from robnb.models.ladder import neox_config
+
+    for size in ("neox-xs", "neox-m"):
+        cfg = neox_config(size, 512)
+        lm, clf = GPTNeoXForCausalLM(cfg), GPTNeoXForSequenceClassification(cfg)
+        assert lm_classifier_params(lm) == classifier_params(clf)
+        assert non_embedding_params(lm) == non_embedding_params(clf)
+        emb = 512 * cfg.hidden_size
+        assert sum(p.numel() for p in lm.parameters()) == non_embedding_params(lm) + 2 * emb
