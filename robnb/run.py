@@ -438,6 +438,8 @@ def _engine() -> str:
 
 def summary(run_dir: Path) -> "dict[str, pd.DataFrame]":
     """The tables a user wants first: pretraining loss and validation accuracy per size."""
+    import pandas as pd
+
     from robnb.results.store import read_table
 
     out: dict[str, pd.DataFrame] = {}
@@ -456,6 +458,12 @@ def summary(run_dir: Path) -> "dict[str, pd.DataFrame]":
         acc = ev.pivot_table(index=["model", "model_size"], columns="task", values="accuracy",
                              aggfunc="mean").reset_index().sort_values("model_size")
         out["accuracy"] = acc
+        if {"n_examples", "model_size"} <= set(ev.columns) and ev["model"].nunique() > 1:
+            from robnb.analysis.size_checks import accuracy_steps, falls_with_size
+
+            steps = accuracy_steps(ev.dropna(subset=["n_examples", "model_size"]))
+            out["accuracy steps up the ladder"] = steps.round(4)
+            out["accuracy vs size"] = pd.DataFrame({"verdict": [falls_with_size(steps)]})
         if "majority_baseline" in ev:
             out["majority"] = ev.groupby("task")["majority_baseline"].mean().to_frame().T
     runs = read_table(run_dir, "runs")
