@@ -14,7 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       field_validator, model_validator)
 
 from robnb.models.ladder import LADDER
-from robnb.tasks import TASK_NAMES
+from robnb.tasks import EMPTY_MODIFIABLE_TASKS, TASK_NAMES
 
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 FAMILIES = ("local-neox", "pythia", "qwen2.5", "smollm2")
@@ -99,9 +99,24 @@ class AttackSpec(Strict):
         require_known(v, TASK_NAMES, "task")
         return v
 
+    @model_validator(mode="after")
+    def _placement_exists(self) -> "AttackSpec":
+        same = [t for t in self.tasks or [] if t in EMPTY_MODIFIABLE_TASKS]
+        if same and self.placement != "suffix":
+            raise ValueError(f"placement {self.placement} on {same}: their attack-modifiable "
+                             "text is empty, so prefix and infix insert exactly where the suffix "
+                             "does; use placement: suffix there")
+        return self
+
     @property
     def position(self) -> float:
         return PLACEMENTS[self.placement]
+
+    def applies_to(self, task: str) -> bool:
+        """Whether this attack runs on ``task``: not restricted to other tasks, and not a
+        prefix/infix on a task whose modifiable text is empty (it would repeat the suffix)."""
+        return ((self.tasks is None or task in self.tasks)
+                and (self.placement == "suffix" or task not in EMPTY_MODIFIABLE_TASKS))
 
 
 class AttackParams(Strict):

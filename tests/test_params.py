@@ -73,3 +73,15 @@ def test_overrides_are_validated_too():
     assert load_params("ci", {"finetune.n_train": 7}).finetune.n_train == 7
     with pytest.raises(ParamsError, match="finetune.n_train"):
         load_params("ci", {"finetune.n_train": -7})
+
+
+def test_prefix_or_infix_on_a_task_without_modifiable_text_is_refused_or_left_out():
+    from robnb.params import AttackSpec
+
+    with pytest.raises(Exception, match="placement prefix on \\['password_match'\\].*empty"):
+        AttackSpec(name="gcg", placement="prefix", tasks=["password_match", "spam"])
+    infix = AttackSpec(name="gcg", placement="infix90")
+    assert infix.applies_to("spam") and not infix.applies_to("word_length")
+    assert AttackSpec(name="gcg").applies_to("password_match")
+    only_spam = AttackSpec(name="random_token", tasks=["spam"])
+    assert only_spam.applies_to("spam") and not only_spam.applies_to("sentiment")

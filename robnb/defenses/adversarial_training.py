@@ -451,7 +451,7 @@ def pool_losses(model, tokenizer, pool: Sequence[dict], mode: str, n_params: int
 
 
 def evaluation_specs(at: AdversarialTrainingParams, task: str) -> list[AttackSpec]:
-    return [s for s in at.evaluation_attacks if s.tasks is None or task in s.tasks]
+    return [s for s in at.evaluation_attacks if s.applies_to(task)]
 
 
 def evaluate_round(setup: Setup, model, tokenizer, round_index: int, defense_flops: float,

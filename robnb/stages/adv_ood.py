@@ -82,7 +82,7 @@ def stage_tasks(params: Params) -> list[str]:
 
 def attack_specs(params: Params, task: str) -> list[AttackSpec]:
     specs = params.ood.attacks if params.ood.attacks is not None else params.attack.attacks
-    return [s for s in specs if s.tasks is None or task in s.tasks]
+    return [s for s in specs if s.applies_to(task)]
 
 
 def attack_set_names(specs: list[AttackSpec]) -> list[str]:

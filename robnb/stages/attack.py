@@ -54,7 +54,7 @@ def proposal_model(params: Params, device: torch.device):
 
 
 def specs_for(params: Params, task: str) -> list[AttackSpec]:
-    return [s for s in params.attack.attacks if s.tasks is None or task in s.tasks]
+    return [s for s in params.attack.attacks if s.applies_to(task)]
 
 
 def attack_tasks(params: Params) -> list[str]:

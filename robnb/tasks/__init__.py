@@ -13,6 +13,8 @@ from robnb.tasks.words import english_words
 OFFLINE_TASKS = ("password_match", "word_length", "spam", "sentiment")
 HUB_TASKS = ("imdb", "enron_spam", "helpful", "harmless", "mnli")
 TASK_NAMES = OFFLINE_TASKS + HUB_TASKS
+# tasks whose attack-modifiable chunk is empty (REFERENCES.md): every placement is the suffix
+EMPTY_MODIFIABLE_TASKS = ("password_match", "word_length")
 SPLITS = ("train", "validation")
 # Procedural splits use disjoint seeds (paper: 25k train / 25k validation from seed 0).
 _SPLIT_SEED_OFFSET = {"train": 0, "validation": 1_000_003}
