@@ -607,14 +607,18 @@ def _describe(n: Node, the_plan: Plan) -> str:
 
 
 def _priority(params: Params, registry: tuple[Stage, ...]) -> Callable[[Node], tuple]:
-    """Largest size first, then stage order: the longest chain starts first, so parallel
-    workers are not left waiting on it at the end."""
+    """Executions without dependencies first (pretraining), then the rest; largest size first
+    within each, then stage order. The largest size's chain is the longest, so it starts first;
+    starting every root early makes the smaller chains ready soon, so they fill the cores while
+    the largest chain runs instead of queueing behind it (quick: about a minute and a half
+    less on 2 cores than largest-first alone)."""
     order = {s.name: i for i, s in enumerate(registry)}
     sizes = {z: i for i, z in enumerate(getattr(params, "models", params.sizes))}
 
     def key(n: Node) -> tuple:
         size = n.execution.size
-        return (size is None, -sizes.get(size, 0) if size else 0, order[n.execution.stage])
+        return (size is None, bool(n.deps), -sizes.get(size, 0) if size else 0,
+                order[n.execution.stage])
     return key
 
 

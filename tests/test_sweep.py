@@ -304,3 +304,16 @@ def test_editing_the_profile_during_a_sweep_does_not_change_what_it_computes(tmp
     frozen = params.run_dir / "sweep" / "profile.yaml"
     assert lines == [str(frozen.resolve()), "0.001"] * 2  # both sizes, the original value
     assert load_params(profile).finetune.lr == 0.007  # the edit itself is there for next time
+
+
+def test_roots_run_first_then_largest_first(tmp_path):
+    """Sequentially: every pretraining-like root (largest first) before any dependant, so the
+    small sizes' chains are ready early and fill idle cores while the largest chain runs."""
+    nbs = _tiny_notebooks(tmp_path)
+    params, overrides = _params(tmp_path, sizes=["neox-xs", "neox-s", "neox-m"])
+    Path(params.output_root).mkdir(parents=True)
+    assert run_sweep(params, "ci", overrides, registry=TINY_REGISTRY, notebooks=nbs,
+                     workers=1).ok
+    order = (Path(params.output_root) / "ran.txt").read_text().splitlines()
+    assert order == ["a neox-m", "a neox-s", "a neox-xs", "b neox-m", "b neox-s", "b neox-xs",
+                     "g None"]
