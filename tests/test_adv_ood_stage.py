@@ -154,7 +154,7 @@ def test_ood_method_continues_the_fine_tuned_model_matched_to_adversarial_traini
     # it started from the fine-tuned classifier: the head moved a little, not from scratch
     tuned, _ = load_sequence_classifier(finetune_dir(params, SIZE, "password_match", 0))
     method, _ = load_sequence_classifier(folder)
-    a, b = tuned.score.weight, method.score.weight
+    a, b = tuned.score.weight.detach(), method.score.weight.detach()
     assert 0 < float((a - b).norm()) < 0.5 * float(a.norm())
 
 
