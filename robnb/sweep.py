@@ -610,8 +610,8 @@ def _priority(params: Params, registry: tuple[Stage, ...]) -> Callable[[Node], t
     """Executions without dependencies first (pretraining), then the rest; largest size first
     within each, then stage order. The largest size's chain is the longest, so it starts first;
     starting every root early makes the smaller chains ready soon, so they fill the cores while
-    the largest chain runs instead of queueing behind it (quick: about a minute and a half
-    less on 2 cores than largest-first alone)."""
+    the largest chain runs instead of queueing behind it (with largest-first alone, quick's
+    smallest size waited for every other chain and ran alone at the end)."""
     order = {s.name: i for i, s in enumerate(registry)}
     sizes = {z: i for i, z in enumerate(getattr(params, "models", params.sizes))}
 
