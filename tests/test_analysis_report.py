@@ -83,6 +83,17 @@ def test_undefended_at_iteration_prefers_gcg_and_drops_trained_models():
     assert no_gcg["iteration"].tolist() == [4]
 
 
+def test_undefended_at_iteration_keeps_one_placement_per_task():
+    a = _rows(*[{"run_id": f"{task}-{pl}", "task": task, "placement": pl, "iteration": 2,
+                 "asr": 0.5, "seed": 0, "model_size": 1}
+                for task, pls in (("a", ("prefix", "suffix", "infix90")), ("b", ("prefix",)),
+                                  ("c", ("prefix", "infix90")))
+                for pl in pls])
+    got = report.undefended_at_iteration(a, 2)
+    assert sorted(got["run_id"]) == ["a-suffix", "b-prefix", "c-infix90"]
+    assert report.asr_by_size(got)["count"].tolist() == [1, 1, 1]  # one seed, not two
+
+
 # ---- ASR against size, and its trend ----------------------------------------------------------
 
 def test_asr_by_size_summary_and_pivot_by_hand():

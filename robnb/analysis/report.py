@@ -22,6 +22,7 @@ from robnb.analysis.fits import (attack_scaling, fit_lines, laplace_smooth, logi
 from robnb.analysis.offense_defense import attach_defense_compute
 
 UNDEFENDED = ("finetuned", "unspecified")  # defenses of models without adversarial training
+PLACEMENT_PREFERENCE = ("suffix", "infix90", "prefix")  # the ASR-vs-size figure's placement
 SETTING = ["task", "attack", "placement", "defense"]  # one attack-scaling panel each
 NO_TREND = "fewer than two sizes: no trend"
 TREND_COLUMNS = ["model_size", "predicted", "low", "high", "extrapolated", "family", "task",
@@ -96,11 +97,20 @@ def undefended_at_iteration(before: pd.DataFrame, iteration: int | str) -> pd.Da
 
     ``before`` holds first-round rows (:func:`robnb.analysis.curves.first_round`); only the
     defenses in :data:`UNDEFENDED` are kept, and only GCG runs when there are any (the paper's
-    ASR-vs-size figure), otherwise every attack.
+    ASR-vs-size figure), otherwise every attack. Per (source, family, task) one placement is
+    kept, the first present of :data:`PLACEMENT_PREFERENCE` (the paper's figure attacks the
+    suffix), so runs of different placements are never pooled as if they were seeds.
     """
     at_it = asr_at_iteration(before[before["defense"].isin(list(UNDEFENDED))], iteration)
     gcg = at_it["attack"] == "gcg"
-    return at_it[gcg] if gcg.any() else at_it
+    at_it = at_it[gcg] if gcg.any() else at_it
+    if at_it.empty:
+        return at_it
+    rank = at_it["placement"].map(
+        {p: i for i, p in enumerate(PLACEMENT_PREFERENCE)}).fillna(len(PLACEMENT_PREFERENCE))
+    rank = rank.astype(float) + at_it["placement"].astype(str).rank(method="dense") / 1e6
+    best = rank.groupby([at_it[k] for k in ("source", "family", "task")]).transform("min")
+    return at_it[rank == best]
 
 
 def asr_by_size(per_run: pd.DataFrame) -> pd.DataFrame:
