@@ -8,7 +8,13 @@ together. Printed per model: seconds per iteration, candidates scored per second
 loss over prompts (best over iterations, as nanoGCG reports it), the ratios, and robnb's
 achieved FLOP/s against a matrix-multiply peak measured here with the same thread count.
 
-    python bench/gcg_vs_nanogcg.py                          # both models (~25 min on 2 cores)
+Precision: four runs per model and seed. nanoGCG with the model in float32 and in bfloat16
+(everything, its logged losses included, in that dtype); robnb exact (float32 throughout) and
+robnb with ``ranking_dtype: bfloat16`` (candidates ranked by a bfloat16 copy, the best-ranked
+re-scored in float32: gradients, kept attacks and logged losses stay float32). Ratios are
+printed against both nanoGCG runs; the same-precision pair is robnb-exact vs nanoGCG-float32.
+
+    python bench/gcg_vs_nanogcg.py                          # both models (~30 min on 1 core)
     python bench/gcg_vs_nanogcg.py --models neox --seeds 0,1,2,3   # loss parity over seeds
 
 Models: a GPT-NeoX causal LM of the default ladder (neox-l, BPE tokenizer on BBC News, briefly
@@ -122,11 +128,12 @@ def _readable_by_old_transformers(folder: Path) -> None:
     cfg_file.write_text(json.dumps(cfg, indent=2))
 
 
-def matmul_peak(threads: int, n: int = 1024, reps: int = 8) -> float:
-    """Best fp32 matmul FLOP/s per CPU second (CPU time, so other load on a shared machine does
-    not lower it; with one thread that is one core's peak)."""
+def matmul_peak(threads: int, n: int = 1024, reps: int = 8,
+                dtype: torch.dtype = torch.float32) -> float:
+    """Best matmul FLOP/s per CPU second in ``dtype`` (CPU time, so other load on a shared
+    machine does not lower it; with one thread that is one core's peak)."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(reps):
@@ -169,7 +176,8 @@ def run_robnb(model_dir: Path, args) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     prompts = PROMPTS[: args.prompts]
     spec = AttackSpec(name="gcg", iterations=args.iterations, n_attack_tokens=args.length,
-                      top_k=args.top_k, n_candidates=args.width, seed=args.seed)
+                      top_k=args.top_k, n_candidates=args.width, seed=args.seed,
+                      ranking_dtype=getattr(args, "ranking_dtype", "model"))
     t0, c0 = time.perf_counter(), time.process_time()
     examples = [nanogcg_layout(tok, r) for r, _ in prompts]
     ctx = attack_context(model, tok, target_prompts(tok, examples, 1.0, [t for _, t in prompts]),
@@ -183,7 +191,7 @@ def run_robnb(model_dir: Path, args) -> dict:
     best = torch.stack(step_losses).min(0).values.tolist()
     n_all = ctx.scorer.compute.formula.n_params
     return {"wall_s": wall, "cpu_s": cpu, "candidates": scored, "best_losses": best,
-            "flops_formula": formula, "flops_executed": executed,
+            "ranking_dtype": args.ranking_dtype, "flops_formula": formula, "flops_executed": executed,
             "flops_matmul": executed * non_embedding_params(model) / n_all, "n_params": n_all}
 
 
@@ -194,7 +202,7 @@ def run_nanogcg(model_dir: Path, init: str, args) -> dict:
         cfg.write_text(json.dumps({
             "model_dir": str(model_dir), "prompts": prompts, "steps": args.iterations,
             "search_width": args.width, "topk": args.top_k, "optim_str_init": init,
-            "threads": args.threads, "seed": args.seed}))
+            "threads": args.threads, "seed": args.seed, "dtype": args.nanogcg_dtype}))
         env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
         subprocess.run([str(venv_python()), str(RUNNER), str(cfg), str(out)], check=True, env=env)
         data = json.loads(out.read_text())
@@ -213,32 +221,57 @@ def initial_string(model_dir: Path, length: int) -> str:
     return decode_attack(tok, initial_attack_ids(tok, length))
 
 
-def report(name: str, ours: dict, theirs: dict, iterations: int, peak: float) -> None:
+VARIANTS = {  # label: (tool, dtype)
+    "nanoGCG fp32": ("nanogcg", "float32"),
+    "nanoGCG bf16": ("nanogcg", "bfloat16"),
+    "robnb exact": ("robnb", "model"),
+    "robnb bf16-rank": ("robnb", "bfloat16"),
+}
+COMPARISONS = (("robnb exact", "nanoGCG fp32"), ("robnb bf16-rank", "nanoGCG fp32"),
+               ("robnb bf16-rank", "nanoGCG bf16"))
+
+
+def report(name: str, runs: dict[str, dict], iterations: int, peaks: dict[str, float]) -> None:
     def line(label: str, r: dict) -> str:
-        return (f"  {label:<8} {r['wall_s'] / iterations:8.2f} s/iter wall {r['cpu_s'] / iterations:8.2f} "
-                f"s/iter CPU (all prompts)  {r['candidates'] / r['wall_s']:8.1f} cand/s wall "
-                f"{r['candidates'] / r['cpu_s']:8.1f} cand/s CPU   median final loss "
+        return (f"  {label:<16} {r['wall_s'] / iterations:7.2f} s/iter wall {r['cpu_s'] / iterations:7.2f} "
+                f"s/iter CPU (all prompts) {r['candidates'] / r['wall_s']:8.1f} cand/s wall "
+                f"{r['candidates'] / r['cpu_s']:8.1f} cand/s CPU  median final loss "
                 f"{statistics.median(r['best_losses']):.4f}")
 
     print(f"\n{name}")
-    print(line("nanoGCG", theirs))
-    print(line("robnb", ours))
-    ratio = {k: (ours["candidates"] / ours[k]) / (theirs["candidates"] / theirs[k])
-             for k in ("wall_s", "cpu_s")}
-    loss_gap = statistics.median(ours["best_losses"]) - statistics.median(theirs["best_losses"])
-    print(f"  ratio robnb/nanoGCG candidates/s: {ratio['cpu_s']:.2f}x by CPU time, "
-          f"{ratio['wall_s']:.2f}x by wall time (CPU time is robust to other load on a shared "
-          f"machine); median loss difference {loss_gap:+.4f} (negative = robnb lower)")
-    wins = sum(o < t for o, t in zip(ours["best_losses"], theirs["best_losses"]))
-    print(f"  per prompt (x seed) final loss  nanoGCG {[round(x, 3) for x in theirs['best_losses']]}"
-          f"  robnb {[round(x, 3) for x in ours['best_losses']]}; robnb lower on {wins} of "
-          f"{len(ours['best_losses'])}")
-    for key, label in (("flops_executed", "2·N·tokens executed"), ("flops_matmul", "non-embedding matmul")):
-        rate = ours[key] / ours["cpu_s"]
-        print(f"  robnb achieved {rate / 1e9:7.1f} GFLOP/s per CPU second ({label}) = {rate / peak:.0%} "
-              f"of the measured matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print(f"  robnb formula FLOPs {ours['flops_formula']:.3e} vs executed {ours['flops_executed']:.3e} "
-          f"(prefix cache saves {1 - ours['flops_executed'] / ours['flops_formula']:.0%})")
+    for label, r in runs.items():
+        print(line(label, r))
+    for ours_label, theirs_label in COMPARISONS:
+        if ours_label not in runs or theirs_label not in runs:
+            continue
+        ours, theirs = runs[ours_label], runs[theirs_label]
+        ratio = {k: (ours["candidates"] / ours[k]) / (theirs["candidates"] / theirs[k])
+                 for k in ("wall_s", "cpu_s")}
+        gap = statistics.median(ours["best_losses"]) - statistics.median(theirs["best_losses"])
+        wins = sum(o < t for o, t in zip(ours["best_losses"], theirs["best_losses"]))
+        ties = sum(abs(o - t) < 1e-3 for o, t in zip(ours["best_losses"], theirs["best_losses"]))
+        print(f"  {ours_label} / {theirs_label}: {ratio['cpu_s']:.2f}x candidates/s by CPU time "
+              f"({ratio['wall_s']:.2f}x by wall time); median final loss {gap:+.4f} "
+              f"(negative = robnb lower); lower on {wins}, within 0.001 on {ties} of "
+              f"{len(ours['best_losses'])} prompt x seed")
+    for label, r in runs.items():
+        print(f"  final losses {label:<16} {[round(x, 3) for x in r['best_losses']]}")
+    for label in ("robnb exact", "robnb bf16-rank"):
+        if label not in runs:
+            continue
+        r = runs[label]
+        kind = "bfloat16" if r["ranking_dtype"] == "bfloat16" else "float32"
+        peak = peaks[kind]
+        for key, what in (("flops_executed", "2·N·tokens executed"), ("flops_matmul", "non-embedding matmul")):
+            rate = r[key] / r["cpu_s"]
+            print(f"  {label}: {rate / 1e9:7.1f} GFLOP/s per CPU second ({what}) = {rate / peak:.0%} "
+                  f"of the measured {kind} matmul peak "
+                  f"{peak / 1e9:.1f} GFLOP/s")
+    r = runs.get("robnb exact") or runs.get("robnb bf16-rank")
+    if r is None:
+        return
+    print(f"  robnb formula FLOPs {r['flops_formula']:.3e} vs executed {r['flops_executed']:.3e} "
+          f"(prefix cache saves {1 - r['flops_executed'] / r['flops_formula']:.0%})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -252,32 +285,49 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for both tools (1: the 2-core machine is shared)")
     p.add_argument("--seeds", default="0",
-                   help="comma-separated; each seed is one alternating run of both tools: times "
-                        "are the median over seeds, losses are pooled over prompts x seeds")
+                   help="comma-separated; each seed is one alternating run of every variant: "
+                        "times are the median over seeds, losses are pooled over prompts x seeds")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"which of {', '.join(VARIANTS)} (ratios need both sides)")
     p.add_argument("--smollm2-prompts", type=int, default=4,
                    help="prompts for SmolLM2 (about 50x slower per candidate than neox-l)")
     p.add_argument("--smollm2-iterations", type=int, default=10)
     args = p.parse_args(argv)
     dirs = {"neox": neox_dir, "smollm2": smollm2_dir}
-    peak = matmul_peak(args.threads)
+    variants = [v.strip() for v in args.variants.split(",")]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    peaks = {d: matmul_peak(args.threads, dtype=getattr(torch, d)) for d in ("float32", "bfloat16")}
     print(f"settings: attack length {args.length}, top-k {args.top_k}, width {args.width}, "
-          f"{args.threads} thread(s), seeds {args.seeds}; matmul peak {peak / 1e9:.1f} GFLOP/s")
+          f"{args.threads} thread(s), seeds {args.seeds}; matmul peak fp32 "
+          f"{peaks['float32'] / 1e9:.1f}, bf16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s")
     for name in args.models.split(","):
         model_dir = dirs[name]()
         run_args = argparse.Namespace(**vars(args))
         if name == "smollm2":
             run_args.prompts, run_args.iterations = args.smollm2_prompts, args.smollm2_iterations
         init = initial_string(model_dir, args.length)
-        theirs_runs, ours_runs = [], []
+        per_variant: dict[str, list[dict]] = {v: [] for v in variants}
+        versions = None
         for seed in (int(x) for x in args.seeds.split(",")):
             run_args.seed = seed
-            theirs_runs.append(run_nanogcg(model_dir, init, run_args))
-            ours_runs.append(run_robnb(model_dir, run_args))
-            peak = max(peak, matmul_peak(args.threads))
-        theirs, ours = _pooled(theirs_runs), _pooled(ours_runs)
+            for label in variants:
+                tool, dtype = VARIANTS[label]
+                if tool == "nanogcg":
+                    run_args.nanogcg_dtype = dtype
+                    res = run_nanogcg(model_dir, init, run_args)
+                    versions = res["versions"]
+                else:
+                    run_args.ranking_dtype = dtype
+                    res = run_robnb(model_dir, run_args)
+                per_variant[label].append(res)
+                print(f"  [{name} seed {seed}] {label}: {res['cpu_s']:.1f} s CPU", flush=True)
+            for d in peaks:
+                peaks[d] = max(peaks[d], matmul_peak(args.threads, dtype=getattr(torch, d)))
         report(f"{name} ({model_dir.name}, {run_args.prompts} prompts, {run_args.iterations} "
-               f"iterations; nanoGCG env {theirs['versions']})", ours, theirs,
-               run_args.iterations, peak)
+               f"iterations; nanoGCG env {versions})",
+               {k: _pooled(v) for k, v in per_variant.items()}, run_args.iterations, peaks)
 
 
 def _pooled(runs: list[dict]) -> dict:

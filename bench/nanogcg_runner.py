@@ -2,7 +2,7 @@
 
 Usage: python nanogcg_runner.py CONFIG.json OUT.json
 CONFIG: model_dir, prompts [[request, target], ...], steps, search_width, topk, optim_str_init,
-threads, seed. OUT: per prompt the wall and CPU time of ``GCG.run``, candidates scored (after nanoGCG's
+threads, seed, dtype (the model's torch dtype, default float32). OUT: per prompt the wall and CPU time of ``GCG.run``, candidates scored (after nanoGCG's
 own re-tokenisation filter), per-step losses and the best loss.
 Also converts a GGUF model to safetensors (``--convert-gguf SRC_DIR GGUF_FILE OUT_DIR``) so both
 environments load the same weights.
@@ -34,7 +34,8 @@ def run(config_path: str, out_path: str) -> None:
 
     cfg = json.load(open(config_path))
     torch.set_num_threads(cfg["threads"])
-    model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], torch_dtype=torch.float32).eval()
+    dtype = getattr(torch, cfg.get("dtype", "float32"))
+    model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], torch_dtype=dtype).eval()
     tok = AutoTokenizer.from_pretrained(cfg["model_dir"])
 
     scored: list[int] = []

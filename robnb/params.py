@@ -92,6 +92,10 @@ class AttackSpec(Strict):
     branching: PosInt = 7
     seed: NonNegInt = 0
     tasks: list[str] | None = None  # restrict this attack to some tasks (default: all)
+    # GCG: rank each iteration's candidates in bfloat16 (a low-precision copy of the model),
+    # then re-score the best-ranked ones in the model's own precision; only those exact scores
+    # are kept and logged. "model": every candidate in the model's precision.
+    ranking_dtype: Literal["model", "bfloat16"] = "model"
 
     @field_validator("tasks")
     @classmethod
@@ -106,6 +110,9 @@ class AttackSpec(Strict):
             raise ValueError(f"placement {self.placement} on {same}: their attack-modifiable "
                              "text is empty, so prefix and infix insert exactly where the suffix "
                              "does; use placement: suffix there")
+        if self.ranking_dtype != "model" and self.name != "gcg":
+            raise ValueError(f"ranking_dtype {self.ranking_dtype} is a GCG option (it ranks GCG's "
+                             f"candidates); {self.name} scores every attack exactly: leave it 'model'")
         return self
 
     @property

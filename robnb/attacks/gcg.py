@@ -4,6 +4,10 @@ Per iteration and example: the gradient of the loss w.r.t. the one-hot attack to
 replacement tokens per position (top-k); ``n_candidates`` distinct single-token swaps are drawn
 from those, candidates that change under decode/encode are dropped, the rest are scored in a few
 batched forward passes, and the lowest-loss candidate becomes the current attack (no early stop).
+
+With a low-precision ranking copy (``ranking_dtype: bfloat16``) all candidates are ranked on it,
+then the ``CONFIRM`` best-ranked per example (and any it reports as successful) are re-scored
+exactly; the exact best of those is kept, and only exact scores reach the results.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import torch
 
 from robnb.attacks.base import AttackContext, BestSoFar, IterationResult
 from robnb.attacks.placement import initial_attack_ids, roundtrip_mask
+from robnb.attacks.scoring import Scorer, Scores
+
+CONFIRM = 4  # best-ranked candidates per example re-scored exactly (chosen by bench/gcg_vs_nanogcg.py)
 
 
 def sample_swaps(grad: torch.Tensor, current: torch.Tensor, allowed: torch.Tensor, top_k: int,
@@ -51,15 +58,34 @@ def gcg(ctx: AttackContext) -> Iterator[IterationResult]:
         n_c, length = candidates.shape[1], candidates.shape[2]
         valid = roundtrip_mask(ctx.tokenizer, candidates.reshape(-1, length)).reshape(n_ex, n_c)
         ex, cand = valid.nonzero(as_tuple=True)
-        flat = candidates[ex, cand]
-        s = scorer.swap_losses(ex.to(scorer.device), flat, pos[ex, cand],
-                               attack_kv if ctx.share_attack_prefix else None)
+        kv = attack_kv if ctx.share_attack_prefix else None
+        s = scorer.swap_losses(ex.to(scorer.device), candidates[ex, cand], pos[ex, cand], kv,
+                               ranking=scorer.ranking_parts is not None)
+        if scorer.ranking_parts is not None:
+            ex, cand, s = _confirm(scorer, candidates, pos, ex, cand, s, kv)
         losses = torch.full((n_ex, n_c), float("inf"), device=scorer.device)
         losses[ex, cand] = s.loss
         pick = losses.argmin(1)
         move = valid.any(1).to(scorer.device)
         current = torch.where(move[:, None], candidates[every, pick], current)
-        best.update(ex, s.loss, s.success, flat, it)
+        best.update(ex, s.loss, s.success, candidates[ex, cand], it)
         f, e = ctx.compute_totals()
         kept = losses[every, pick].cpu()
         yield best.snapshot(it, int(valid.sum()), f - mark[0], e - mark[1], kept)
+
+
+def _confirm(scorer: Scorer, candidates: torch.Tensor, pos: torch.Tensor, ex: torch.Tensor,
+             cand: torch.Tensor, ranked: Scores, kv) -> tuple[torch.Tensor, torch.Tensor, Scores]:
+    """Exact scores of each example's ``CONFIRM`` best-ranked candidates and of every candidate
+    the ranking pass calls successful (a success must hold at full precision to count)."""
+    dev = scorer.device
+    rank_loss = torch.full(candidates.shape[:2], float("inf"), device=dev)
+    rank_loss[ex, cand] = ranked.loss
+    n_top = min(CONFIRM, candidates.shape[1])
+    keep = torch.zeros(candidates.shape[:2], dtype=torch.bool, device=dev)
+    keep.scatter_(1, rank_loss.topk(n_top, dim=1, largest=False).indices, True)
+    keep &= rank_loss.isfinite()
+    keep[ex, cand] |= ranked.success
+    ex, cand = keep.nonzero(as_tuple=True)
+    exact = scorer.swap_losses(ex, candidates[ex, cand], pos[ex, cand], kv)
+    return ex, cand, exact

@@ -22,7 +22,7 @@ from robnb.attacks.generative import target_prompts
 from robnb.attacks.placement import allowed_token_mask, decode_attack
 from robnb.attacks.prompts import AttackPrompt, Mode, label_prompts
 from robnb.attacks.random_token import random_token
-from robnb.attacks.scoring import IGNORE, Scorer, Scores, scores_from_logits
+from robnb.attacks.scoring import IGNORE, Scorer, Scores, ranking_copy, scores_from_logits
 from robnb.models.counting import classifier_params
 from robnb.params import PLACEMENTS, AttackSpec
 from robnb.tasks.base import Example
@@ -53,14 +53,19 @@ def attack_context(model: torch.nn.Module, tokenizer, prompts: Sequence[AttackPr
                    allowed: torch.Tensor | None = None, ascii_only: bool = False,
                    batch_index: int = 0, use_prefix_cache: bool = True,
                    share_attack_prefix: bool = True, max_batch_tokens: int = 32_768,
-                   n_params: int | None = None) -> AttackContext:
+                   n_params: int | None = None,
+                   ranking_model: torch.nn.Module | None = None) -> AttackContext:
     """Everything one attack needs for one batch of prompts; iterate ``ATTACKS[spec.name](ctx)``
-    for per-iteration, per-example results."""
+    for per-iteration, per-example results. ``ranking_model``: the low-precision copy for
+    ``spec.ranking_dtype`` (made here when not given; pass one to share it across batches)."""
     if allowed is None:
         vocab = model.get_input_embeddings().weight.shape[0]
         allowed = allowed_token_mask(tokenizer, vocab, ascii_only)
+    if ranking_model is None:
+        ranking_model = ranking_copy(model, spec.ranking_dtype)
     scorer = Scorer(model, prompts, mode, use_prefix_cache=use_prefix_cache,
-                    max_batch_tokens=max_batch_tokens, n_params=n_params)
+                    max_batch_tokens=max_batch_tokens, n_params=n_params,
+                    ranking_model=ranking_model)
     proposal = None
     if spec.name == "beast" and proposal_model is not None:
         proposal_model.eval()
@@ -104,12 +109,14 @@ def run_attack(model: torch.nn.Module, tokenizer, examples: Sequence[Example], s
         curve = _Curve(spec.iterations)
         strings: list[dict] = []
         batches = [attacked[i:i + batch_examples] for i in range(0, len(attacked), batch_examples)]
+        ranking_model = ranking_copy(model, spec.ranking_dtype) if batches else None
         for b, idx in enumerate(batches):
             ctx = attack_context(model, tokenizer, [prompts[i] for i in idx], mode, spec,
                                  proposal_model=proposal_model, allowed=allowed, batch_index=b,
                                  use_prefix_cache=use_prefix_cache,
                                  share_attack_prefix=share_attack_prefix,
-                                 max_batch_tokens=max_batch_tokens, n_params=n_params)
+                                 max_batch_tokens=max_batch_tokens, n_params=n_params,
+                                 ranking_model=ranking_model)
             tick, last = time.perf_counter(), None
             for last in ATTACKS[spec.name](ctx):
                 now = time.perf_counter()

@@ -7,12 +7,18 @@ candidates differ from the current attack in one position j only, so they can al
 from the current attack's cached keys/values for tokens < j (``swap_losses``). Results are
 identical to a plain forward over the whole sequence (up to float rounding).
 
+Given a ``ranking_model`` (:func:`ranking_copy`: the model in bfloat16, whose matrix multiplies
+run several times faster on CPUs with AVX512-BF16/AMX and on GPUs), ``ranking=True`` scores run
+on it, continuing from the same caches cast once. They are for ordering candidates
+only: what an attack keeps or logs is re-scored in the model's precision.
+
 Compute is counted twice: by the paper's formula (2·N per token of the full input, cached
 prefix included; 4·N per token backward) and as executed (tokens actually run through the model).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -40,14 +46,34 @@ class Scores:
         return torch.exp(-self.loss)
 
 
+_CHUNK_ELEMENTS = 1 << 20  # logits reduced per step: fits in cache (a whole-vocab pass is memory-bound)
+
+
+def _logsumexp_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log Σ exp and argmax over the last axis, in fp32, a cache-sized block of rows at a time
+    (without autograd: 2.2x faster than log_softmax + argmax on fp32 logits of a 49k vocabulary,
+    3.7x on bf16 ones, measured on 128 x 10 rows)."""
+    if logits.requires_grad:
+        x = logits.float()
+        return torch.logsumexp(x, -1), x.detach().argmax(-1)
+    flat = logits.reshape(-1, logits.shape[-1])
+    lse = torch.empty(flat.shape[0], device=logits.device)
+    pred = torch.empty(flat.shape[0], dtype=torch.long, device=logits.device)
+    step = max(1, _CHUNK_ELEMENTS // flat.shape[1])
+    for i in range(0, flat.shape[0], step):
+        x = flat[i:i + step].float()
+        lse[i:i + step] = torch.logsumexp(x, -1)
+        pred[i:i + step] = x.argmax(-1)
+    return lse.view(logits.shape[:-1]), pred.view(logits.shape[:-1])
+
+
 def scores_from_logits(logits: torch.Tensor, target: torch.Tensor, avoid: torch.Tensor,
                        mode: Mode) -> Scores:
     """Loss and success from logits at the read positions [R, M, C]; ``target`` pads are -100."""
     valid = target != IGNORE
-    logp = logits.float().log_softmax(-1)
-    tok = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    lse, pred = _logsumexp_argmax(logits)
+    tok = logits.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1).float() - lse
     loss = -(tok * valid).sum(1) / valid.sum(1).clamp(min=1)
-    pred = logits.argmax(-1)
     if mode == "label":
         success = pred[:, 0] != avoid
     else:
@@ -94,6 +120,18 @@ def _rows_of(t: torch.Tensor, rows: torch.Tensor, width: int | None) -> torch.Te
 _SCORE_FIELDS = ("loss", "success", "formula_tokens", "executed_tokens")
 
 
+def ranking_copy(model: torch.nn.Module, dtype: str) -> torch.nn.Module | None:
+    """A copy of ``model`` in ``dtype`` for ranking candidates; None for "model" or when the
+    model already runs in that dtype."""
+    if dtype == "model" or getattr(torch, dtype) == model.get_input_embeddings().weight.dtype:
+        return None
+    return copy.deepcopy(model).to(getattr(torch, dtype)).eval()
+
+
+def _cast(kv: KV, dtype: torch.dtype) -> KV:
+    return [(k.to(dtype), v.to(dtype)) for k, v in kv]
+
+
 def _merge(n: int, groups: list[tuple[torch.Tensor, Scores]], device: torch.device) -> Scores:
     """Scores of ``n`` rows assembled from groups of (row indices, their scores)."""
     out = Scores(torch.empty(n, device=device), torch.zeros(n, dtype=torch.bool, device=device),
@@ -122,10 +160,12 @@ class Scorer:
 
     def __init__(self, model: torch.nn.Module, prompts: Sequence[AttackPrompt], mode: Mode, *,
                  use_prefix_cache: bool = True, max_batch_tokens: int = 32_768,
-                 n_params: int | None = None):
+                 n_params: int | None = None, ranking_model: torch.nn.Module | None = None):
         if not prompts:
             raise ValueError("a Scorer needs at least one prompt")
         self.parts = ModelParts(model, mode)
+        self.ranking_parts = None if ranking_model is None else ModelParts(ranking_model, mode)
+        self._ranking_prefix: KV | None = None
         self.mode = mode
         self.prompts = list(prompts)
         self.compute = AttackCompute(n_params or self.parts.n_params)
@@ -172,8 +212,16 @@ class Scorer:
     def _can_cache(self, rows: torch.Tensor, n_new: int) -> bool:
         return self._prefix is not None and n_new + int(self.read[rows].min()) >= 0
 
+    def _prefix_kv(self, ranking: bool) -> KV | None:
+        """The prompts' prefix cache in the precision of the pass that continues from it."""
+        if not ranking or self._prefix is None:
+            return self._prefix
+        if self._ranking_prefix is None:
+            self._ranking_prefix = _cast(self._prefix, self.ranking_parts.embeddings.weight.dtype)
+        return self._ranking_prefix
+
     def _layout(self, rows: torch.Tensor, attack: torch.Tensor, start: int,
-                attack_kv: KV | None, cached: bool) -> _Layout:
+                attack_kv: KV | None, cached: bool, ranking: bool = False) -> _Layout:
         n_rows, n_attack = attack.shape
         b_len, a_len = self.before_len[rows], self.after_len[rows]
         formula = b_len + n_attack + a_len
@@ -187,7 +235,8 @@ class Scorer:
             position_ids = (b_len + start)[:, None] + torch.arange(ids.shape[1], device=dev)
             mask = torch.cat([self._prefix_mask[rows],
                               torch.ones(n_rows, start + ids.shape[1], dtype=torch.long, device=dev)], 1)
-            source, width = (attack_kv, self.prefix_width + start) if start else (self._prefix, None)
+            source, width = ((attack_kv, self.prefix_width + start) if start
+                             else (self._prefix_kv(ranking), None))
             past = [(_rows_of(k, rows, width), _rows_of(v, rows, width)) for k, v in source]
             return _Layout(ids, slot, read, position_ids, mask, past, formula, n_new + a_len)
         if start:
@@ -204,9 +253,10 @@ class Scorer:
         return _Layout(ids, slot, read, None, None, None, formula, formula)
 
     def _logits(self, lay: _Layout, attack_embeds: torch.Tensor | None = None,
-                want_cache: bool = False) -> tuple[torch.Tensor, KV | None]:
+                want_cache: bool = False, ranking: bool = False) -> tuple[torch.Tensor, KV | None]:
+        parts = self.ranking_parts if ranking else self.parts
         if attack_embeds is None:
-            hidden, kv = self.parts.hidden(input_ids=lay.ids, attention_mask=lay.mask,
+            hidden, kv = parts.hidden(input_ids=lay.ids, attention_mask=lay.mask,
                                            position_ids=lay.position_ids, past=lay.past,
                                            want_cache=want_cache)
         else:
@@ -218,17 +268,20 @@ class Scorer:
                                            want_cache=want_cache)
         d = hidden.shape[-1]
         at = hidden.gather(1, lay.read.clamp(min=0).unsqueeze(-1).expand(-1, -1, d))
-        return self.parts.head(at), kv
+        return parts.head(at), kv
 
     # ---------------------------------------------------------------------------- scoring
     def losses(self, rows: torch.Tensor, attack: torch.Tensor, *, start: int = 0,
-               attack_kv: KV | None = None, count: bool = True) -> Scores:
+               attack_kv: KV | None = None, count: bool = True, ranking: bool = False) -> Scores:
         """Scores of ``attack`` [R, L] for prompts ``rows`` [R], in chunks of the token budget.
 
         ``start`` > 0 continues from ``attack_kv`` (keys/values of before + the current attack of
         each prompt, from :meth:`gradient`) for the first ``start`` attack tokens, which must
-        equal the current attack's.
+        equal the current attack's. ``ranking`` runs the low-precision copy (``attack_kv`` must
+        already be in its dtype).
         """
+        if ranking and self.ranking_parts is None:
+            raise ValueError("ranking scores need a Scorer built with a ranking_dtype")
         self.prefill()
         rows = rows.to(self.device)
         attack = attack.to(self.device)
@@ -239,9 +292,9 @@ class Scorer:
         parts = []
         for i in range(0, n_rows, chunk):
             r = rows[i:i + chunk]
-            lay = self._layout(r, attack[i:i + chunk], start, attack_kv, cached)
+            lay = self._layout(r, attack[i:i + chunk], start, attack_kv, cached, ranking)
             with torch.no_grad():
-                logits, _ = self._logits(lay)
+                logits, _ = self._logits(lay, ranking=ranking)
             s = scores_from_logits(logits, self.target[r], self.avoid[r], self.mode)
             s.formula_tokens, s.executed_tokens = lay.formula, lay.executed
             if count:
@@ -253,17 +306,20 @@ class Scorer:
         return Scores(*(torch.cat([getattr(p, f) for p in parts]) for f in _SCORE_FIELDS))
 
     def swap_losses(self, rows: torch.Tensor, candidates: torch.Tensor, swap_pos: torch.Tensor,
-                    attack_kv: KV | None) -> Scores:
+                    attack_kv: KV | None, *, ranking: bool = False) -> Scores:
         """Scores of single-swap candidates; each continues from the current attack's cache up
-        to its swapped position when that cache is available."""
+        to its swapped position when that cache is available. ``ranking``: on the
+        low-precision copy, for ordering only."""
         if attack_kv is None:
-            return self.losses(rows, candidates)
+            return self.losses(rows, candidates, ranking=ranking)
+        if ranking and self.ranking_parts is not None:
+            attack_kv = _cast(attack_kv, self.ranking_parts.embeddings.weight.dtype)
         swap_pos = swap_pos.to(self.device)
         groups = []
         for j in torch.unique(swap_pos).tolist():
             sel = (swap_pos == j).nonzero().squeeze(1)
             groups.append((sel, self.losses(rows[sel], candidates[sel], start=int(j),
-                                            attack_kv=attack_kv)))
+                                            attack_kv=attack_kv, ranking=ranking)))
         return _merge(candidates.shape[0], groups, self.device)
 
     def ragged_losses(self, rows: torch.Tensor, attacks: Sequence[Sequence[int]], *,
