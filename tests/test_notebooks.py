@@ -45,7 +45,8 @@ def test_robnb_run_ci_profile_end_to_end(tmp_path):
            "--set", f"output_root={out}"]
     proc = subprocess.run(cmd, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True,
                           timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, (f"exit code {proc.returncode}\n" + proc.stdout[-3000:]
+                                  + proc.stderr[-3000:])
     for stage in ("pretrain", "finetune"):
         for size in ("neox-xs", "neox-s"):
             executed = out / "ci" / stage / size
