@@ -20,7 +20,10 @@ from robnb.attacks.base import AttackContext, BestSoFar, IterationResult
 from robnb.attacks.placement import initial_attack_ids, roundtrip_mask
 from robnb.attacks.scoring import Scorer, Scores
 
-CONFIRM = 4  # best-ranked candidates per example re-scored exactly (chosen by bench/gcg_vs_nanogcg.py)
+# Best-ranked candidates per example re-scored exactly. Measured on SmolLM2 (4 prompts, 10
+# iterations): 1, 2, 4 took 98, 103, 112 s against 273 s exact; with 4 the kept losses matched
+# exact GCG's on 3 of 4 prompts (the 4th ended lower), with 1 on none.
+CONFIRM = 4
 
 
 def sample_swaps(grad: torch.Tensor, current: torch.Tensor, allowed: torch.Tensor, top_k: int,
