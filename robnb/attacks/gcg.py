@@ -20,9 +20,10 @@ from robnb.attacks.base import AttackContext, BestSoFar, IterationResult
 from robnb.attacks.placement import initial_attack_ids, roundtrip_mask
 from robnb.attacks.scoring import Scorer, Scores
 
-# Best-ranked candidates per example re-scored exactly. Measured on SmolLM2 (4 prompts, 10
-# iterations): 1, 2, 4 took 98, 103, 112 s against 273 s exact; with 4 the kept losses matched
-# exact GCG's on 3 of 4 prompts (the 4th ended lower), with 1 on none.
+# Best-ranked candidates per example re-scored exactly: 4 keeps the search close to exact GCG's.
+# Measured on SmolLM2 (4 prompts, 10 iterations): 1, 2, 4 took 98, 103, 112 s against 273 s
+# exact; with 4 the final losses equalled exact GCG's on 3 of 4 prompts, with 1 on none (its
+# paths diverged: 3 ended lower, 1 higher).
 CONFIRM = 4
 
 
