@@ -123,9 +123,12 @@ _SCORE_FIELDS = ("loss", "success", "formula_tokens", "executed_tokens")
 def ranking_copy(model: torch.nn.Module, dtype: str) -> torch.nn.Module | None:
     """A copy of ``model`` in ``dtype`` for ranking candidates; None for "model" or when the
     model already runs in that dtype."""
-    if dtype == "model" or getattr(torch, dtype) == model.get_input_embeddings().weight.dtype:
+    if dtype == "model":
         return None
-    return copy.deepcopy(model).to(getattr(torch, dtype)).eval()
+    target = getattr(torch, dtype)
+    if target == model.get_input_embeddings().weight.dtype:
+        return None
+    return copy.deepcopy(model).to(target).eval()
 
 
 def _cast(kv: KV, dtype: torch.dtype) -> KV:
@@ -257,15 +260,15 @@ class Scorer:
         parts = self.ranking_parts if ranking else self.parts
         if attack_embeds is None:
             hidden, kv = parts.hidden(input_ids=lay.ids, attention_mask=lay.mask,
-                                           position_ids=lay.position_ids, past=lay.past,
-                                           want_cache=want_cache)
+                                      position_ids=lay.position_ids, past=lay.past,
+                                      want_cache=want_cache)
         else:
-            embeds = self.parts.embeddings(lay.ids).detach()
+            embeds = parts.embeddings(lay.ids).detach()
             d = embeds.shape[-1]
             embeds = embeds.scatter(1, lay.slot.unsqueeze(-1).expand(-1, -1, d), attack_embeds)
-            hidden, kv = self.parts.hidden(inputs_embeds=embeds, attention_mask=lay.mask,
-                                           position_ids=lay.position_ids, past=lay.past,
-                                           want_cache=want_cache)
+            hidden, kv = parts.hidden(inputs_embeds=embeds, attention_mask=lay.mask,
+                                      position_ids=lay.position_ids, past=lay.past,
+                                      want_cache=want_cache)
         d = hidden.shape[-1]
         at = hidden.gather(1, lay.read.clamp(min=0).unsqueeze(-1).expand(-1, -1, d))
         return parts.head(at), kv
@@ -281,7 +284,8 @@ class Scorer:
         already be in its dtype).
         """
         if ranking and self.ranking_parts is None:
-            raise ValueError("ranking scores need a Scorer built with a ranking_dtype")
+            raise ValueError("ranking scores need a Scorer built with a ranking_model (the copy "
+                             "an attack spec's ranking_dtype asks for)")
         self.prefill()
         rows = rows.to(self.device)
         attack = attack.to(self.device)
