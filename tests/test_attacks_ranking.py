@@ -96,8 +96,42 @@ def test_ranked_gcg_logs_exact_scores_that_replay(spam_val):
     rescored = exact.losses(torch.arange(len(prompts)), torch.tensor(last.attack_ids))
     assert torch.allclose(rescored.loss, last.loss, atol=1e-5), "a bfloat16 score was logged"
     assert torch.equal(rescored.success, last.success)
+    # the attack kept each iteration is logged with its exact loss too
+    for r in results:
+        kept = exact.losses(torch.arange(len(prompts)), torch.tensor(r.step_ids))
+        assert torch.allclose(kept.loss, r.step_loss, atol=1e-5)
     # and through the run/replay path: every logged success replays
     _, strings = run_attack(t.classifier, t.tokenizer, spam_val, spec, batch_examples=12)
     replayed = replay(t.classifier, t.tokenizer, spam_val, strings)
     assert replayed and all(r["matches"] for r in replayed)
     assert all(abs(r["loss"] - s["loss"]) < 1e-4 for r, s in zip(replayed, strings))
+
+
+class _RecordingScorer:
+    """Stands in for a Scorer in _confirm: records which candidates get exact scores."""
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.asked: list[tuple[int, int]] = []
+
+    def swap_losses(self, rows, candidates, pos, kv):
+        from robnb.attacks.scoring import Scores
+        self.asked = list(zip(rows.tolist(), candidates[:, 0].tolist()))
+        n = len(rows)
+        return Scores(torch.zeros(n), torch.zeros(n, dtype=torch.bool))
+
+
+def test_confirm_rescores_the_best_ranked_and_one_ranked_success_per_example(monkeypatch):
+    monkeypatch.setattr(gcg_module, "CONFIRM", 3)
+    n_ex, n_c = 2, 10
+    candidates = torch.arange(n_c).repeat(n_ex, 1).unsqueeze(-1)  # candidate c is token c
+    pos = torch.zeros(n_ex, n_c, dtype=torch.long)
+    ex, cand = torch.meshgrid(torch.arange(n_ex), torch.arange(n_c), indexing="ij")
+    ex, cand = ex.flatten(), cand.flatten()
+    loss = cand.float()                                     # candidate c ranks c-th
+    success = torch.zeros(n_ex * n_c, dtype=torch.bool)
+    success[[6, 8, 9]] = True                               # example 0: ranked successes 6, 8, 9
+    from robnb.attacks.scoring import Scores
+    scorer = _RecordingScorer()
+    gcg_module._confirm(scorer, candidates, pos, ex, cand, Scores(loss, success), None)
+    assert sorted(scorer.asked) == [(0, 0), (0, 1), (0, 2), (0, 6), (1, 0), (1, 1), (1, 2)]

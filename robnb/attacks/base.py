@@ -54,6 +54,7 @@ class IterationResult:
     flops: float
     flops_executed: float
     step_loss: torch.Tensor | None = None   # GCG: loss of the attack kept this iteration
+    step_ids: list[list[int]] | None = None  # GCG: that attack (the next iteration starts from it)
 
     @property
     def prob(self) -> torch.Tensor:
@@ -91,10 +92,11 @@ class BestSoFar:
             self.ids[r] = ids[i].tolist() if isinstance(ids, torch.Tensor) else list(ids[i])
 
     def snapshot(self, iteration: int, n_scored: int, flops: float, flops_executed: float,
-                 step_loss: torch.Tensor | None = None) -> IterationResult:
+                 step_loss: torch.Tensor | None = None,
+                 step_ids: list[list[int]] | None = None) -> IterationResult:
         return IterationResult(iteration, self.loss.clone(), self.success.clone(),
                                [list(x) for x in self.ids], self.found_at.clone(), n_scored,
-                               flops, flops_executed, step_loss)
+                               flops, flops_executed, step_loss, step_ids)
 
 
 def _rank_key(loss: torch.Tensor, success: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,8 @@ from those, candidates that change under decode/encode are dropped, the rest are
 batched forward passes, and the lowest-loss candidate becomes the current attack (no early stop).
 
 With a low-precision ranking copy (``ranking_dtype: bfloat16``) all candidates are ranked on it,
-then the ``CONFIRM`` best-ranked per example (and any it reports as successful) are re-scored
-exactly; the exact best of those is kept, and only exact scores reach the results.
+then the ``CONFIRM`` best-ranked per example (and the best-ranked one it calls successful) are
+re-scored exactly; the exact best of those is kept, and only exact scores reach the results.
 """
 
 from __future__ import annotations
@@ -75,13 +75,16 @@ def gcg(ctx: AttackContext) -> Iterator[IterationResult]:
         best.update(ex, s.loss, s.success, candidates[ex, cand], it)
         f, e = ctx.compute_totals()
         kept = losses[every, pick].cpu()
-        yield best.snapshot(it, int(valid.sum()), f - mark[0], e - mark[1], kept)
+        yield best.snapshot(it, int(valid.sum()), f - mark[0], e - mark[1], kept, current.tolist())
 
 
 def _confirm(scorer: Scorer, candidates: torch.Tensor, pos: torch.Tensor, ex: torch.Tensor,
              cand: torch.Tensor, ranked: Scores, kv) -> tuple[torch.Tensor, torch.Tensor, Scores]:
-    """Exact scores of each example's ``CONFIRM`` best-ranked candidates and of every candidate
-    the ranking pass calls successful (a success must hold at full precision to count)."""
+    """Exact scores of each example's ``CONFIRM`` best-ranked candidates and of its best-ranked
+    candidate among those the ranking pass calls successful (a success must hold at full
+    precision to count). One success per example is enough: the attack kept is chosen by loss,
+    and once an attack has succeeded many candidates do; re-scoring all of them took 27% of the
+    CPU time on 4 SmolLM2 prompts of which 2 succeeded (one per example: 12%)."""
     dev = scorer.device
     rank_loss = torch.full(candidates.shape[:2], float("inf"), device=dev)
     rank_loss[ex, cand] = ranked.loss
@@ -89,7 +92,11 @@ def _confirm(scorer: Scorer, candidates: torch.Tensor, pos: torch.Tensor, ex: to
     keep = torch.zeros(candidates.shape[:2], dtype=torch.bool, device=dev)
     keep.scatter_(1, rank_loss.topk(n_top, dim=1, largest=False).indices, True)
     keep &= rank_loss.isfinite()
-    keep[ex, cand] |= ranked.success
+    success_loss = torch.full_like(rank_loss, float("inf"))
+    success_loss[ex, cand] = torch.where(ranked.success, ranked.loss, float("inf"))
+    best_success = success_loss.argmin(1)
+    has_success = success_loss.isfinite().any(1)
+    keep[has_success, best_success[has_success]] = True
     ex, cand = keep.nonzero(as_tuple=True)
     exact = scorer.swap_losses(ex, candidates[ex, cand], pos[ex, cand], kv)
     return ex, cand, exact
