@@ -319,10 +319,12 @@ def report(name: str, runs: dict[str, dict], iterations: int, peaks: dict[str, f
         gap = statistics.median(a) - statistics.median(b)
         wins = sum(o < t - 1e-3 for o, t in zip(a, b))
         ties = sum(abs(o - t) <= 1e-3 for o, t in zip(a, b))
+        paired = statistics.median(o - t for o, t in zip(a, b))
         print(f"  {ours_label} / {theirs_label}: {ratio['cpu_s']:.2f}x candidates/s by CPU time "
-              f"({ratio['wall_s']:.2f}x by wall time); median final loss {gap:+.4f} "
-              f"(negative = robnb lower); robnb lower on {wins}, higher on {len(a) - wins - ties}, "
-              f"within 0.001 on {ties} of {len(a)} prompt x seed")
+              f"({ratio['wall_s']:.2f}x by wall time); final loss: difference of medians {gap:+.4f}, "
+              f"median of per-prompt differences {paired:+.4f} (negative = robnb lower); robnb lower "
+              f"on {wins}, higher on {len(a) - wins - ties}, within 0.001 on {ties} of {len(a)} "
+              f"prompt x seed")
     for label, r in runs.items():
         print(f"  final losses (fp32) {label:<16} {[round(x, 3) for x in r['fp32_losses']]}")
     nano, least = candidate_flops
