@@ -170,11 +170,17 @@ def nanogcg_layout(tokenizer, request: str):
                    label_texts=("", ""), answer_prompt="")
 
 
+def attack_prompts(tok, pairs) -> list:
+    """robnb's generative prompts for (request, target) pairs, laid out as nanoGCG lays them."""
+    from robnb.attacks.generative import target_prompts
+
+    return target_prompts(tok, [nanogcg_layout(tok, r) for r, _ in pairs], 1.0, [t for _, t in pairs])
+
+
 def run_robnb(model_dir: Path, args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from robnb.attacks.gcg import gcg
-    from robnb.attacks.generative import target_prompts
     from robnb.attacks.run import attack_context
     from robnb.params import AttackSpec
 
@@ -186,9 +192,7 @@ def run_robnb(model_dir: Path, args) -> dict:
                       top_k=args.top_k, n_candidates=args.width, seed=args.seed,
                       ranking_dtype=getattr(args, "ranking_dtype", "model"))
     t0, c0 = time.perf_counter(), time.process_time()
-    examples = [nanogcg_layout(tok, r) for r, _ in prompts]
-    ctx = attack_context(model, tok, target_prompts(tok, examples, 1.0, [t for _, t in prompts]),
-                         "target", spec, ascii_only=True)
+    ctx = attack_context(model, tok, attack_prompts(tok, prompts), "target", spec, ascii_only=True)
     scored, step_losses, step_ids = 0, [], []
     for res in gcg(ctx):
         scored += res.n_scored
@@ -216,20 +220,16 @@ def candidate_matmul_flops(model_dir: Path, n_prompts: int, n_attack: int) -> tu
     gradient step are left out (a few percent here)."""
     from transformers import AutoModelForCausalLM
 
-    from robnb.attacks.generative import target_prompts
     from robnb.models.counting import non_embedding_params
 
-    tok = _tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    pairs = PROMPTS[:n_prompts]
-    prompts = target_prompts(tok, [nanogcg_layout(tok, r) for r, _ in pairs], 1.0, [t for _, t in pairs])
+    prompts = attack_prompts(_tokenizer(model_dir), PROMPTS[:n_prompts])
     body = non_embedding_params(model)
     head = model.get_output_embeddings().weight.numel()
     nano, least = [], []
     for p in prompts:
-        n_target = len(p.target)
         nano.append(2 * (body + head) * (n_attack + len(p.after) + 1))
-        least.append(2 * body * ((n_attack + 1) / 2 + len(p.after)) + 2 * head * n_target)
+        least.append(2 * body * ((n_attack + 1) / 2 + len(p.after)) + 2 * head * len(p.target))
     return statistics.fmean(nano), statistics.fmean(least)
 
 
@@ -263,17 +263,14 @@ def rescore(model_dir: Path, runs: list[dict], threads: int) -> None:
     """Adds ``fp32_losses``: each run's best attacks scored by one float32 scorer."""
     from transformers import AutoModelForCausalLM
 
-    from robnb.attacks.generative import target_prompts
     from robnb.attacks.scoring import Scorer
 
     torch.set_num_threads(threads)
     tok = _tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     for run in runs:
-        prompts = [tuple(p) for p in run["prompts"]]
-        examples = [nanogcg_layout(tok, r) for r, _ in prompts]
-        scorer = Scorer(model, target_prompts(tok, examples, 1.0, [t for _, t in prompts]), "target")
-        rows = torch.arange(len(prompts))
+        scorer = Scorer(model, attack_prompts(tok, run["prompts"]), "target")
+        rows = torch.arange(len(run["prompts"]))
         run["fp32_losses"] = scorer.ragged_losses(rows, run["best_ids"], count=False).loss.tolist()
 
 
