@@ -178,14 +178,14 @@ def attack_prompts(tok, pairs) -> list:
 
 
 def run_robnb(model_dir: Path, args) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from robnb.attacks.gcg import gcg
     from robnb.attacks.run import attack_context
     from robnb.params import AttackSpec
 
     torch.set_num_threads(args.threads)
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = _tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.model_dtype)).eval()
     prompts = PROMPTS[: args.prompts]
     spec = AttackSpec(name="gcg", iterations=args.iterations, n_attack_tokens=args.length,
@@ -275,11 +275,9 @@ def rescore(model_dir: Path, runs: list[dict], threads: int) -> None:
 
 
 def initial_string(model_dir: Path, length: int) -> str:
-    from transformers import AutoTokenizer
-
     from robnb.attacks.placement import decode_attack, initial_attack_ids
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = _tokenizer(model_dir)
     return decode_attack(tok, initial_attack_ids(tok, length))
 
 
