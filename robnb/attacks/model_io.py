@@ -12,6 +12,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from robnb.attacks.attention import packed_attention
 from robnb.attacks.prompts import Mode
 from robnb.models.counting import classifier_params
 
@@ -48,9 +49,10 @@ class ModelParts:
                want_cache: bool = False) -> tuple[torch.Tensor, KV | None]:
         """Last hidden states; with ``want_cache`` also every layer's keys/values after the call."""
         cache = kv_to_cache(past) if past is not None else (DynamicCache() if want_cache else None)
-        out = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds,
-                            attention_mask=attention_mask, position_ids=position_ids,
-                            past_key_values=cache, use_cache=want_cache)
+        with packed_attention(self.model):
+            out = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                                attention_mask=attention_mask, position_ids=position_ids,
+                                past_key_values=cache, use_cache=want_cache)
         return out.last_hidden_state, (cache_to_kv(cache) if want_cache else None)
 
 

@@ -100,6 +100,22 @@ class AttackCompute:
         return self.formula.total, self.executed.total
 
 
+def length_buckets(lengths: torch.Tensor, slack: float = 0.1) -> list[torch.Tensor]:
+    """Indices grouped by ascending length so that padding each group to its longest row adds at
+    most ``slack`` to its real tokens. Rows of different lengths padded to a common one cost up to
+    8% of a SmolLM2 GCG iteration (chat targets of 8-11 tokens) in pad tokens run for nothing."""
+    order = lengths.argsort(stable=True)
+    sorted_lengths = lengths[order].tolist()
+    groups, start, total = [], 0, 0
+    for i, n in enumerate(sorted_lengths):
+        if i > start and (i - start + 1) * n > (1 + slack) * (total + n):
+            groups.append(order[start:i])
+            start, total = i, 0
+        total += n
+    groups.append(order[start:])
+    return groups
+
+
 def _pad(seqs: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     out = torch.full((len(seqs), max(int(lengths.max()), 1) if len(seqs) else 1), value,
@@ -175,14 +191,15 @@ class Scorer:
         self.max_batch_tokens = max_batch_tokens
         self.before, self.before_len = _pad([p.before for p in prompts], 0)
         self.after, self.after_len = _pad([p.after for p in prompts], 0)
-        self.read, _ = _pad([p.read for p in prompts], 0)
+        self.read, self.read_len = _pad([p.read for p in prompts], 0)
         self.target, _ = _pad([p.target for p in prompts], IGNORE)
         self.avoid = torch.tensor([-1 if p.avoid is None else p.avoid for p in prompts])
         self.use_prefix_cache = use_prefix_cache and int(self.before_len.max()) > 0
         self._prefix: KV | None = None
         self._prefix_mask: torch.Tensor | None = None
         device = self.parts.embeddings.weight.device
-        for name in ("before", "before_len", "after", "after_len", "read", "target", "avoid"):
+        for name in ("before", "before_len", "after", "after_len", "read", "read_len", "target",
+                     "avoid"):
             setattr(self, name, getattr(self, name).to(device))
 
     @property
@@ -215,6 +232,11 @@ class Scorer:
     def _can_cache(self, rows: torch.Tensor, n_new: int) -> bool:
         return self._prefix is not None and n_new + int(self.read[rows].min()) >= 0
 
+    def _read(self, rows: torch.Tensor) -> torch.Tensor:
+        """Read offsets of ``rows``, as many columns as the longest of them needs (the head
+        is not run on other prompts' padding)."""
+        return self.read[rows, : int(self.read_len[rows].max())]
+
     def _prefix_kv(self, ranking: bool) -> KV | None:
         """The prompts' prefix cache in the precision of the pass that continues from it."""
         if not ranking or self._prefix is None:
@@ -234,7 +256,7 @@ class Scorer:
             n_new = n_attack - start
             ids = torch.cat([tail, self.after[rows]], 1)[:, : n_new + int(a_len.max())]
             slot = torch.arange(n_new, device=dev).expand(n_rows, -1)
-            read = n_new + self.read[rows]
+            read = n_new + self._read(rows)
             position_ids = (b_len + start)[:, None] + torch.arange(ids.shape[1], device=dev)
             mask = torch.cat([self._prefix_mask[rows],
                               torch.ones(n_rows, start + ids.shape[1], dtype=torch.long, device=dev)], 1)
@@ -252,7 +274,7 @@ class Scorer:
         after_cols = (b_len + n_attack)[:, None] + torch.arange(self.after.shape[1], device=dev)
         ids.scatter_(1, after_cols, self.after[rows])
         ids = ids[:, : int(formula.max())]
-        read = (b_len + n_attack)[:, None] + self.read[rows]
+        read = (b_len + n_attack)[:, None] + self._read(rows)
         return _Layout(ids, slot, read, None, None, None, formula, formula)
 
     def _logits(self, lay: _Layout, attack_embeds: torch.Tensor | None = None,
@@ -290,24 +312,28 @@ class Scorer:
         rows = rows.to(self.device)
         attack = attack.to(self.device)
         n_rows, n_attack = attack.shape
-        cached = self._can_cache(rows, n_attack - start) if n_rows else False
-        per_row = self.prefix_width + n_attack + int(self.after.shape[1])
-        chunk = max(1, self.max_batch_tokens // per_row)
-        parts = []
-        for i in range(0, n_rows, chunk):
-            r = rows[i:i + chunk]
-            lay = self._layout(r, attack[i:i + chunk], start, attack_kv, cached, ranking)
-            with torch.no_grad():
-                logits, _ = self._logits(lay, ranking=ranking)
-            s = scores_from_logits(logits, self.target[r], self.avoid[r], self.mode)
-            s.formula_tokens, s.executed_tokens = lay.formula, lay.executed
-            if count:
-                self.compute.forward(lay.formula.sum(), lay.executed.sum())
-            parts.append(s)
-        if not parts:
+        if not n_rows:
             empty = torch.zeros(0, device=self.device)
             return Scores(empty, empty.bool(), empty.long(), empty.long())
-        return Scores(*(torch.cat([getattr(p, f) for p in parts]) for f in _SCORE_FIELDS))
+        cached = self._can_cache(rows, n_attack - start)
+        per_row = self.prefix_width + n_attack + int(self.after.shape[1])
+        chunk = max(1, self.max_batch_tokens // per_row)
+        run = n_attack - start + self.after_len[rows] + (0 if cached else self.before_len[rows])
+        groups = []
+        for bucket in length_buckets(run):
+            for i in range(0, bucket.numel(), chunk):
+                sel = bucket[i:i + chunk]
+                r = rows[sel]
+                lay = self._layout(r, attack[sel], start, attack_kv, cached, ranking)
+                with torch.no_grad():
+                    logits, _ = self._logits(lay, ranking=ranking)
+                target = self.target[r, : lay.read.shape[1]]
+                s = scores_from_logits(logits, target, self.avoid[r], self.mode)
+                s.formula_tokens, s.executed_tokens = lay.formula, lay.executed
+                if count:
+                    self.compute.forward(lay.formula.sum(), lay.executed.sum())
+                groups.append((sel, s))
+        return _merge(n_rows, groups, self.device)
 
     def swap_losses(self, rows: torch.Tensor, candidates: torch.Tensor, swap_pos: torch.Tensor,
                     attack_kv: KV | None, *, ranking: bool = False) -> Scores:
@@ -351,7 +377,7 @@ class Scorer:
         with torch.enable_grad():
             attack_embeds = weight[attack].detach().requires_grad_(True)
             logits, kv = self._logits(lay, attack_embeds, want_cache=cached)
-            s = scores_from_logits(logits, self.target, self.avoid, self.mode)
+            s = scores_from_logits(logits, self.target[:, : lay.read.shape[1]], self.avoid, self.mode)
             (g,) = torch.autograd.grad(s.loss.sum(), attack_embeds)
         # d loss / d onehot = (d loss / d embedding) · Eᵀ: the one-hot gradient without the
         # one-hot matmul in the forward pass.
