@@ -40,13 +40,15 @@ def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     scores = torch.matmul(query.reshape(batch, kv_heads, group * q_len, dim), key.transpose(-1, -2))
     scores = scores.view(batch, kv_heads, group, q_len, k_len).float() * scale
     if attention_mask is None:
-        attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+        attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device)
+        attention_mask = attention_mask.tril(k_len - q_len)  # causal, queries at the end
     if attention_mask.dtype == torch.bool:
         mask = attention_mask if attention_mask.dim() == 2 else attention_mask[:, :, None]
         # finite, so a fully masked row (never a real one) averages instead of giving NaN
         scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
     else:
-        scores = scores + (attention_mask if attention_mask.dim() == 2 else attention_mask[:, :, None])
+        bias = attention_mask if attention_mask.dim() == 2 else attention_mask[:, :, None]
+        scores = scores + bias
     weights = torch.softmax(scores, -1).to(value.dtype).view(batch, kv_heads, group * q_len, k_len)
     out = torch.matmul(weights, value).view(batch, heads, q_len, dim)
     return out.transpose(1, 2), None

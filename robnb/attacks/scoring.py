@@ -167,6 +167,7 @@ class _Layout:
     ids: torch.Tensor            # [R, T] tokens to run (attack slots filled)
     slot: torch.Tensor           # [R, n_new_attack] columns of the attack tokens in ids
     read: torch.Tensor           # [R, M] columns whose outputs are scored
+    target: torch.Tensor         # [R, M] the wanted id at each read (-100 past a row's reads)
     position_ids: torch.Tensor | None
     mask: torch.Tensor | None
     past: KV | None
@@ -232,10 +233,11 @@ class Scorer:
     def _can_cache(self, rows: torch.Tensor, n_new: int) -> bool:
         return self._prefix is not None and n_new + int(self.read[rows].min()) >= 0
 
-    def _read(self, rows: torch.Tensor) -> torch.Tensor:
-        """Read offsets of ``rows``, as many columns as the longest of them needs (the head
-        is not run on other prompts' padding)."""
-        return self.read[rows, : int(self.read_len[rows].max())]
+    def _reads(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read offsets and targets of ``rows``, as many columns as the longest of them needs
+        (the head is not run on other prompts' padding)."""
+        width = int(self.read_len[rows].max())
+        return self.read[rows, :width], self.target[rows, :width]
 
     def _prefix_kv(self, ranking: bool) -> KV | None:
         """The prompts' prefix cache in the precision of the pass that continues from it."""
@@ -250,20 +252,22 @@ class Scorer:
         n_rows, n_attack = attack.shape
         b_len, a_len = self.before_len[rows], self.after_len[rows]
         formula = b_len + n_attack + a_len
+        read, target = self._reads(rows)
         dev = self.device
         if cached:
             tail = attack[:, start:]
             n_new = n_attack - start
             ids = torch.cat([tail, self.after[rows]], 1)[:, : n_new + int(a_len.max())]
             slot = torch.arange(n_new, device=dev).expand(n_rows, -1)
-            read = n_new + self._read(rows)
+            read = n_new + read
             position_ids = (b_len + start)[:, None] + torch.arange(ids.shape[1], device=dev)
             mask = torch.cat([self._prefix_mask[rows],
                               torch.ones(n_rows, start + ids.shape[1], dtype=torch.long, device=dev)], 1)
             source, width = ((attack_kv, self.prefix_width + start) if start
                              else (self._prefix_kv(ranking), None))
             past = [(_rows_of(k, rows, width), _rows_of(v, rows, width)) for k, v in source]
-            return _Layout(ids, slot, read, position_ids, mask, past, formula, n_new + a_len)
+            return _Layout(ids, slot, read, target, position_ids, mask, past, formula,
+                           n_new + a_len)
         if start:
             raise ValueError("continuing from a cached attack prefix needs the prefix cache")
         width = self.prefix_width + n_attack + int(self.after.shape[1])
@@ -274,8 +278,8 @@ class Scorer:
         after_cols = (b_len + n_attack)[:, None] + torch.arange(self.after.shape[1], device=dev)
         ids.scatter_(1, after_cols, self.after[rows])
         ids = ids[:, : int(formula.max())]
-        read = (b_len + n_attack)[:, None] + self._read(rows)
-        return _Layout(ids, slot, read, None, None, None, formula, formula)
+        read = (b_len + n_attack)[:, None] + read
+        return _Layout(ids, slot, read, target, None, None, None, formula, formula)
 
     def _logits(self, lay: _Layout, attack_embeds: torch.Tensor | None = None,
                 want_cache: bool = False, ranking: bool = False) -> tuple[torch.Tensor, KV | None]:
@@ -327,8 +331,7 @@ class Scorer:
                 lay = self._layout(r, attack[sel], start, attack_kv, cached, ranking)
                 with torch.no_grad():
                     logits, _ = self._logits(lay, ranking=ranking)
-                target = self.target[r, : lay.read.shape[1]]
-                s = scores_from_logits(logits, target, self.avoid[r], self.mode)
+                s = scores_from_logits(logits, lay.target, self.avoid[r], self.mode)
                 s.formula_tokens, s.executed_tokens = lay.formula, lay.executed
                 if count:
                     self.compute.forward(lay.formula.sum(), lay.executed.sum())
@@ -377,7 +380,7 @@ class Scorer:
         with torch.enable_grad():
             attack_embeds = weight[attack].detach().requires_grad_(True)
             logits, kv = self._logits(lay, attack_embeds, want_cache=cached)
-            s = scores_from_logits(logits, self.target[:, : lay.read.shape[1]], self.avoid, self.mode)
+            s = scores_from_logits(logits, lay.target, self.avoid, self.mode)
             (g,) = torch.autograd.grad(s.loss.sum(), attack_embeds)
         # d loss / d onehot = (d loss / d embedding) · Eᵀ: the one-hot gradient without the
         # one-hot matmul in the forward pass.
