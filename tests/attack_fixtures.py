@@ -16,8 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
+from transformers import (
+    GPTNeoXForCausalLM,
+    GPTNeoXForSequenceClassification,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
+from robnb.attacks.prompts import AttackPrompt
 from robnb.models.ladder import neox_config
 from robnb.models.tokenizer import train_bpe_tokenizer
 from robnb.tasks import OFFLINE_TASKS, load_task
@@ -90,3 +96,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=128)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def llama_target_prompts() -> list[AttackPrompt]:
+    """Causal-LM targets of 2 to 6 tokens after prefixes of different lengths (for tiny_llama)."""
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for n_before, n_tail, n_target in ((5, 2, 6), (3, 1, 2), (8, 3, 4), (4, 2, 6), (6, 1, 3)):
+        before = torch.randint(1, 97, (n_before,), generator=g).tolist()
+        tail = torch.randint(1, 97, (n_tail,), generator=g).tolist()
+        target = torch.randint(1, 97, (n_target,), generator=g).tolist()
+        first = n_tail - 1
+        out.append(AttackPrompt(tuple(before), tuple(tail + target[:-1]),
+                                tuple(range(first, first + n_target)), tuple(target)))
+    return out

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from attack_fixtures import one_thread  # noqa: F401 (autouse fixture)
-from transformers import LlamaConfig, LlamaForCausalLM
+from attack_fixtures import llama_target_prompts, one_thread, tiny_llama  # noqa: F401 (one_thread: autouse)
 
 from robnb.attacks.attention import packed_attention, packed_attention_forward
 from robnb.attacks.prompts import AttackPrompt
@@ -49,27 +48,6 @@ def test_length_buckets_partition_rows_and_bound_padding():
     assert length_buckets(torch.tensor([7, 7, 7]))[0].tolist() == [0, 1, 2]
 
 
-def _tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=128)
-    return LlamaForCausalLM(cfg).eval()
-
-
-def _prompts() -> list[AttackPrompt]:
-    """Causal-LM targets of 2 to 6 tokens after prefixes of different lengths."""
-    g = torch.Generator().manual_seed(1)
-    out = []
-    for n_before, n_tail, n_target in ((5, 2, 6), (3, 1, 2), (8, 3, 4), (4, 2, 6), (6, 1, 3)):
-        before = torch.randint(1, 97, (n_before,), generator=g).tolist()
-        tail = torch.randint(1, 97, (n_tail,), generator=g).tolist()
-        target = torch.randint(1, 97, (n_target,), generator=g).tolist()
-        first = n_tail - 1
-        out.append(AttackPrompt(tuple(before), tuple(tail + target[:-1]),
-                                tuple(range(first, first + n_target)), tuple(target)))
-    return out
-
-
 def _plain_loss(model, p: AttackPrompt, attack: list[int]) -> float:
     ids = torch.tensor([list(p.before) + attack + list(p.after)])
     with torch.no_grad():
@@ -80,8 +58,8 @@ def _plain_loss(model, p: AttackPrompt, attack: list[int]) -> float:
 
 
 def test_scorer_on_grouped_query_llama_equals_plain_forward():
-    model = _tiny_llama()
-    prompts = _prompts()
+    model = tiny_llama()
+    prompts = llama_target_prompts()
     n = len(prompts)
     attack = torch.randint(1, 97, (n, 4), generator=torch.Generator().manual_seed(2))
     scorer = Scorer(model, prompts, "target")
@@ -103,7 +81,7 @@ def test_scorer_on_grouped_query_llama_equals_plain_forward():
 
 
 def test_packed_attention_leaves_other_implementations_alone():
-    model = _tiny_llama()
+    model = tiny_llama()
     model.config._attn_implementation = "eager"
     with packed_attention(model):
         assert model.config._attn_implementation == "robnb_packed"

@@ -63,8 +63,9 @@ def gcg(ctx: AttackContext) -> Iterator[IterationResult]:
         valid = roundtrip_mask(ctx.tokenizer, candidates.reshape(-1, length)).reshape(n_ex, n_c)
         ex, cand = valid.nonzero(as_tuple=True)
         kv = attack_kv if ctx.share_attack_prefix else None
+        ranking = scorer.ranking_parts is not None
         s = scorer.swap_losses(ex.to(scorer.device), candidates[ex, cand], pos[ex, cand], kv,
-                               ranking=scorer.ranking_parts is not None)
+                               ranking=ranking, keep=CONFIRM if ranking else 1)
         if scorer.ranking_parts is not None:
             ex, cand, s = _confirm(scorer, candidates, pos, ex, cand, s, kv)
         losses = torch.full((n_ex, n_c), float("inf"), device=scorer.device)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -49,35 +49,53 @@ class Scores:
 _CHUNK_ELEMENTS = 1 << 20  # logits reduced per step: fits in cache (a whole-vocab pass is memory-bound)
 
 
-def _logsumexp_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log Σ exp and argmax over the last axis, in fp32, a cache-sized block of rows at a time
-    (without autograd: 2.2x faster than log_softmax + argmax on fp32 logits of a 49k vocabulary,
-    3.7x on bf16 ones, measured on 128 x 10 rows)."""
+def _logsumexp_max(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log Σ exp and max over the last axis in fp32, a cache-sized block of rows at a time,
+    in place on each block's fp32 copy (without autograd). Asking for the max instead of the
+    argmax (the success test only needs to know whether the target is on top) made the vocabulary
+    reduction 1.7x faster on 49k-vocabulary bf16 logits."""
     if logits.requires_grad:
         x = logits.float()
-        return torch.logsumexp(x, -1), x.detach().argmax(-1)
+        return torch.logsumexp(x, -1), x.detach().amax(-1)
     flat = logits.reshape(-1, logits.shape[-1])
     lse = torch.empty(flat.shape[0], device=logits.device)
-    pred = torch.empty(flat.shape[0], dtype=torch.long, device=logits.device)
+    top = torch.empty(flat.shape[0], device=logits.device)
     step = max(1, _CHUNK_ELEMENTS // flat.shape[1])
     for i in range(0, flat.shape[0], step):
-        x = flat[i:i + step].float()
-        lse[i:i + step] = torch.logsumexp(x, -1)
-        pred[i:i + step] = x.argmax(-1)
-    return lse.view(logits.shape[:-1]), pred.view(logits.shape[:-1])
+        x = flat[i:i + step].to(torch.float32, copy=True)  # reduced in place below
+        m = x.amax(-1)
+        top[i:i + step] = m
+        lse[i:i + step] = x.sub_(m.unsqueeze(1)).exp_().sum(-1).log_().add_(m)
+    return lse.view(logits.shape[:-1]), top.view(logits.shape[:-1])
+
+
+def token_scores(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of each read's target [R, M] and whether the target is that read's argmax
+    (first index on ties, like ``argmax``); 0 and True where ``target`` is -100."""
+    valid = target != IGNORE
+    lse, top = _logsumexp_max(logits)
+    tok = logits.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1).float()
+    ce = (lse - tok) * valid
+    hit = (tok == top) & valid
+    if hit.any():  # an equal logit at a lower index would win the argmax
+        idx = hit.nonzero(as_tuple=True)
+        hit[idx] = logits.detach()[idx].argmax(-1) == target[idx]
+    return ce, hit | ~valid
 
 
 def scores_from_logits(logits: torch.Tensor, target: torch.Tensor, avoid: torch.Tensor,
                        mode: Mode) -> Scores:
     """Loss and success from logits at the read positions [R, M, C]; ``target`` pads are -100."""
-    valid = target != IGNORE
-    lse, pred = _logsumexp_argmax(logits)
-    tok = logits.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1).float() - lse
-    loss = -(tok * valid).sum(1) / valid.sum(1).clamp(min=1)
+    return _assemble(logits, target, avoid, mode, *token_scores(logits, target))
+
+
+def _assemble(logits: torch.Tensor, target: torch.Tensor, avoid: torch.Tensor, mode: Mode,
+              ce: torch.Tensor, hit: torch.Tensor) -> Scores:
+    loss = ce.sum(1) / (target != IGNORE).sum(1).clamp(min=1)
     if mode == "label":
-        success = pred[:, 0] != avoid
+        success = logits[:, 0].detach().argmax(-1) != avoid  # a handful of classes
     else:
-        success = ((pred == target) | ~valid).all(1)
+        success = hit.all(1)
     return Scores(loss, success)
 
 
@@ -114,6 +132,35 @@ def length_buckets(lengths: torch.Tensor, slack: float = 0.1) -> list[torch.Tens
         total += n
     groups.append(order[start:])
     return groups
+
+
+def bound_split(token_loss: torch.Tensor, valid: torch.Tensor, share: float = 0.9) -> torch.Tensor:
+    """Per example, how many leading target reads to score before candidates are pruned: the
+    fewest that hold ``share`` of the current attack's loss. Candidates' per-token losses are
+    spread like the current attack's (measured on SmolLM2 chat targets), so after these reads most
+    candidates that cannot win are already worse than the best complete one; ending earlier prunes
+    few (the loss of "Sure, here is ..." sits in its content words), later saves little."""
+    cum = (token_loss * valid).cumsum(1)
+    n = valid.sum(1)
+    return torch.minimum((cum < share * cum[:, -1:]).sum(1) + 1, n.clamp(min=1))
+
+
+def cannot_be_kept(partial: torch.Tensor, bound: torch.Tensor, hit_so_far: torch.Tensor) -> torch.Tensor:
+    """Candidates whose summed loss over their first reads already exceeds ``bound`` (the summed
+    loss of a complete candidate that is kept) and that missed a target token on the way (so
+    cannot succeed; a success outranks any loss)."""
+    return (partial > bound) & ~hit_so_far
+
+
+def compact_reads(read: torch.Tensor, target: torch.Tensor, lo: int,
+                  hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reads of each row in columns [lo, hi), shifted left and re-based to ``lo`` (pads:
+    column 0, target -100), so the head runs only on reads a pass can see."""
+    use = (read >= lo) & (read < hi) & (target != IGNORE)
+    width = max(int(use.sum(1).max()), 1) if use.numel() else 1
+    order = (~use).long().argsort(dim=1, stable=True)[:, :width]
+    keep = use.gather(1, order)
+    return ((read.gather(1, order) - lo) * keep), torch.where(keep, target.gather(1, order), IGNORE)
 
 
 def _pad(seqs: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,6 +222,15 @@ class _Layout:
     executed: torch.Tensor       # [R] tokens actually computed
 
 
+@dataclass
+class _Partial:
+    """A chunk of candidates run through its first ``width`` columns, kept to continue."""
+    sel: torch.Tensor            # the chunk's rows among the scored candidates
+    lay: _Layout
+    width: int
+    kv: KV
+
+
 class Scorer:
     """Scores attack ids for a fixed batch of prompts (rows refer to prompt indices)."""
 
@@ -198,6 +254,7 @@ class Scorer:
         self.use_prefix_cache = use_prefix_cache and int(self.before_len.max()) > 0
         self._prefix: KV | None = None
         self._prefix_mask: torch.Tensor | None = None
+        self._split: torch.Tensor | None = None  # target mode: reads scored before pruning [E]
         device = self.parts.embeddings.weight.device
         for name in ("before", "before_len", "after", "after_len", "read", "read_len", "target",
                      "avoid"):
@@ -295,11 +352,51 @@ class Scorer:
             hidden, kv = parts.hidden(inputs_embeds=embeds, attention_mask=lay.mask,
                                       position_ids=lay.position_ids, past=lay.past,
                                       want_cache=want_cache)
+        return self._head(parts, hidden, lay.read), kv
+
+    @staticmethod
+    def _head(parts: ModelParts, hidden: torch.Tensor, read: torch.Tensor) -> torch.Tensor:
         d = hidden.shape[-1]
-        at = hidden.gather(1, lay.read.clamp(min=0).unsqueeze(-1).expand(-1, -1, d))
-        return parts.head(at), kv
+        return parts.head(hidden.gather(1, read.clamp(min=0).unsqueeze(-1).expand(-1, -1, d)))
+
+    def _columns(self, lay: _Layout, sub: torch.Tensor | None, lo: int, hi: int,
+                 past: KV | None, ranking: bool) -> tuple[torch.Tensor, torch.Tensor, KV | None]:
+        """Per-token losses and argmax hits of the reads in columns [lo, hi) of ``lay`` (rows
+        ``sub``, all when None), running only those columns on top of ``past``; the cache after
+        them when they stop short of the end (to continue from)."""
+        parts = self.ranking_parts if ranking else self.parts
+        pick = (lambda t: t) if sub is None else (lambda t: t[sub])
+        full = lay.ids.shape[1]
+        mask = pick(lay.mask)[:, : lay.mask.shape[1] - full + hi]
+        hidden, kv = parts.hidden(input_ids=pick(lay.ids)[:, lo:hi], attention_mask=mask,
+                                  position_ids=pick(lay.position_ids)[:, lo:hi], past=past,
+                                  want_cache=hi < full)
+        read, target = compact_reads(pick(lay.read), pick(lay.target), lo, hi)
+        ce, hit = token_scores(self._head(parts, hidden, read), target)
+        return ce.sum(1), hit.all(1), kv
 
     # ---------------------------------------------------------------------------- scoring
+    def _chunks(self, rows: torch.Tensor, attack: torch.Tensor, start: int,
+                attack_kv: KV | None, ranking: bool,
+                run: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, _Layout]]:
+        """Layouts of rows of similar run length (or of similar ``run``), within the token
+        budget, with their indices."""
+        n_attack = attack.shape[1]
+        cached = self._can_cache(rows, n_attack - start)
+        per_row = self.prefix_width + n_attack + int(self.after.shape[1])
+        chunk = max(1, self.max_batch_tokens // per_row)
+        if run is None:
+            run = n_attack - start + self.after_len[rows] + (0 if cached else self.before_len[rows])
+        for bucket in length_buckets(run):
+            for i in range(0, bucket.numel(), chunk):
+                sel = bucket[i:i + chunk]
+                yield sel, self._layout(rows[sel], attack[sel], start, attack_kv, cached, ranking)
+
+    def _check_ranking(self, ranking: bool) -> None:
+        if ranking and self.ranking_parts is None:
+            raise ValueError("ranking scores need a Scorer built with a ranking_model (the copy "
+                             "an attack spec's ranking_dtype asks for)")
+
     def losses(self, rows: torch.Tensor, attack: torch.Tensor, *, start: int = 0,
                attack_kv: KV | None = None, count: bool = True, ranking: bool = False) -> Scores:
         """Scores of ``attack`` [R, L] for prompts ``rows`` [R], in chunks of the token budget.
@@ -309,51 +406,115 @@ class Scorer:
         equal the current attack's. ``ranking`` runs the low-precision copy (``attack_kv`` must
         already be in its dtype).
         """
-        if ranking and self.ranking_parts is None:
-            raise ValueError("ranking scores need a Scorer built with a ranking_model (the copy "
-                             "an attack spec's ranking_dtype asks for)")
+        self._check_ranking(ranking)
         self.prefill()
         rows = rows.to(self.device)
         attack = attack.to(self.device)
-        n_rows, n_attack = attack.shape
+        n_rows = attack.shape[0]
         if not n_rows:
             empty = torch.zeros(0, device=self.device)
             return Scores(empty, empty.bool(), empty.long(), empty.long())
-        cached = self._can_cache(rows, n_attack - start)
-        per_row = self.prefix_width + n_attack + int(self.after.shape[1])
-        chunk = max(1, self.max_batch_tokens // per_row)
-        run = n_attack - start + self.after_len[rows] + (0 if cached else self.before_len[rows])
         groups = []
-        for bucket in length_buckets(run):
-            for i in range(0, bucket.numel(), chunk):
-                sel = bucket[i:i + chunk]
-                r = rows[sel]
-                lay = self._layout(r, attack[sel], start, attack_kv, cached, ranking)
-                with torch.no_grad():
-                    logits, _ = self._logits(lay, ranking=ranking)
-                s = scores_from_logits(logits, lay.target, self.avoid[r], self.mode)
-                s.formula_tokens, s.executed_tokens = lay.formula, lay.executed
-                if count:
-                    self.compute.forward(lay.formula.sum(), lay.executed.sum())
-                groups.append((sel, s))
+        for sel, lay in self._chunks(rows, attack, start, attack_kv, ranking):
+            with torch.no_grad():
+                logits, _ = self._logits(lay, ranking=ranking)
+            s = scores_from_logits(logits, lay.target, self.avoid[rows[sel]], self.mode)
+            s.formula_tokens, s.executed_tokens = lay.formula, lay.executed
+            if count:
+                self.compute.forward(lay.formula.sum(), lay.executed.sum())
+            groups.append((sel, s))
         return _merge(n_rows, groups, self.device)
 
     def swap_losses(self, rows: torch.Tensor, candidates: torch.Tensor, swap_pos: torch.Tensor,
-                    attack_kv: KV | None, *, ranking: bool = False) -> Scores:
+                    attack_kv: KV | None, *, ranking: bool = False,
+                    keep: int | None = None) -> Scores:
         """Scores of single-swap candidates; each continues from the current attack's cache up
         to its swapped position when that cache is available. ``ranking``: on the
-        low-precision copy, for ordering only."""
+        low-precision copy, for ordering only.
+
+        ``keep``: the caller needs only each example's ``keep`` lowest losses and every success
+        (GCG keeps the best). In target mode candidates then run their first target tokens
+        (:func:`bound_split`, set by :meth:`gradient`); one whose loss there already exceeds the
+        ``keep``-th best complete loss, and which has missed a target token (so cannot succeed),
+        stops: its loss is reported as inf, its success as False. Every loss reported is exact
+        and the ``keep`` best are the same as without ``keep`` (branch and bound).
+        """
         if attack_kv is None:
             return self.losses(rows, candidates, ranking=ranking)
-        if ranking and self.ranking_parts is not None:
+        self._check_ranking(ranking)
+        if ranking:
             attack_kv = _cast(attack_kv, self.ranking_parts.embeddings.weight.dtype)
         swap_pos = swap_pos.to(self.device)
+        if keep is not None and self.mode == "target" and self._split is not None:
+            return self._bounded(rows.to(self.device), candidates.to(self.device), swap_pos,
+                                 attack_kv, ranking, keep)
         groups = []
         for j in torch.unique(swap_pos).tolist():
             sel = (swap_pos == j).nonzero().squeeze(1)
             groups.append((sel, self.losses(rows[sel], candidates[sel], start=int(j),
                                             attack_kv=attack_kv, ranking=ranking)))
         return _merge(candidates.shape[0], groups, self.device)
+
+    def _bounded(self, rows: torch.Tensor, candidates: torch.Tensor, swap_pos: torch.Tensor,
+                 attack_kv: KV, ranking: bool, keep: int) -> Scores:
+        """Branch and bound over single-swap candidates (see :meth:`swap_losses`)."""
+        (n, n_attack), dev = candidates.shape, self.device
+        ce_sum = torch.zeros(n, device=dev)
+        ok = torch.ones(n, dtype=torch.bool, device=dev)
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        formula = torch.zeros(n, dtype=torch.long, device=dev)
+        executed = torch.zeros(n, dtype=torch.long, device=dev)
+        pending: list[_Partial] = []
+        with torch.no_grad():
+            for j in torch.unique(swap_pos).tolist():
+                in_j = (swap_pos == j).nonzero().squeeze(1)
+                r = rows[in_j]
+                # rows are grouped by the columns they run before the bound is checked
+                run = n_attack - j + self.read[r, self._split[r] - 1] + 1
+                for sel, lay in self._chunks(r, candidates[in_j], int(j), attack_kv, ranking, run):
+                    width = min(int(run[sel].max()), lay.ids.shape[1])
+                    sel = in_j[sel]
+                    ce_sum[sel], ok[sel], kv = self._columns(lay, None, 0, width, lay.past, ranking)
+                    formula[sel] = lay.formula
+                    executed[sel] = lay.executed.clamp(max=width)
+                    if width == lay.ids.shape[1]:
+                        done[sel] = True
+                    else:
+                        pending.append(_Partial(sel, lay, width, kv))
+
+            def finish(want: torch.Tensor) -> None:
+                for part in pending:
+                    sub = want[part.sel].nonzero().squeeze(1)
+                    if not sub.numel():
+                        continue
+                    past = [(k[sub], v[sub]) for k, v in part.kv]
+                    full = part.lay.ids.shape[1]
+                    rest, hits, _ = self._columns(part.lay, sub, part.width, full, past, ranking)
+                    sel = part.sel[sub]
+                    ce_sum[sel] += rest
+                    ok[sel] &= hits
+                    executed[sel] += (part.lay.executed[sub] - part.width).clamp(min=0)
+                    done[sel] = True
+
+            # each example's `keep` most promising candidates are completed first: their losses
+            # bound the rest
+            score = torch.where(done, float("-inf"), ce_sum)
+            first = torch.zeros(n, dtype=torch.bool, device=dev)
+            for e in rows.unique().tolist():
+                mine = (rows == e).nonzero().squeeze(1)
+                first[mine[score[mine].argsort()[:keep]]] = True
+            finish(first & ~done)
+            bound = torch.full((self.n_examples,), float("inf"), device=dev)
+            for e in rows.unique().tolist():
+                mine = (rows == e) & done
+                if int(mine.sum()) >= keep:
+                    bound[e] = ce_sum[mine].sort().values[keep - 1]
+            pruned = ~done & cannot_be_kept(ce_sum, bound[rows], ok)
+            finish(~done & ~pruned)
+        n_reads = (self.target[rows] != IGNORE).sum(1).clamp(min=1)
+        loss = torch.where(pruned, float("inf"), ce_sum / n_reads)
+        self.compute.forward(formula.sum(), executed.sum())
+        return Scores(loss, ok & ~pruned, formula, executed)
 
     def ragged_losses(self, rows: torch.Tensor, attacks: Sequence[Sequence[int]], *,
                       count: bool = True) -> Scores:
@@ -380,8 +541,11 @@ class Scorer:
         with torch.enable_grad():
             attack_embeds = weight[attack].detach().requires_grad_(True)
             logits, kv = self._logits(lay, attack_embeds, want_cache=cached)
-            s = scores_from_logits(logits, lay.target, self.avoid, self.mode)
+            ce, hit = token_scores(logits, lay.target)
+            s = _assemble(logits, lay.target, self.avoid, self.mode, ce, hit)
             (g,) = torch.autograd.grad(s.loss.sum(), attack_embeds)
+        if self.mode == "target":
+            self._split = bound_split(ce.detach(), lay.target != IGNORE)
         # d loss / d onehot = (d loss / d embedding) · Eᵀ: the one-hot gradient without the
         # one-hot matmul in the forward pass.
         grad = g @ weight.detach().T
