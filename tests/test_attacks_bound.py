@@ -24,13 +24,17 @@ def test_bound_split_is_the_fewest_reads_holding_the_share():
     valid[2, 4:] = False
     valid[5, 1:] = False
     for share in (0.5, 0.9, 1.0):
-        split = bound_split(loss, valid, share)
+        split = bound_split(loss, valid, share, min_skip=1)
         for e in range(6):
             cum = (loss[e] * valid[e]).cumsum(0)
             s = int(split[e])
             assert 1 <= s <= int(valid[e].sum())
             assert cum[s - 1] >= share * cum[-1] - 1e-6          # enough reads ...
             assert s == 1 or cum[s - 2] < share * cum[-1]        # ... and no more
+        # too few reads left to skip: every read is scored (nothing bounded)
+        n = valid.sum(1)
+        wide = bound_split(loss, valid, share, min_skip=3)
+        assert torch.equal(wide, torch.where(n - split < 3, n, split))
 
 
 def test_a_candidate_still_able_to_succeed_is_never_dropped():
@@ -66,7 +70,7 @@ def _sharp_llama():
     pruned)."""
     model = tiny_llama()
     with torch.no_grad():
-        model.lm_head.weight.mul_(25)
+        model.lm_head.weight.mul_(60)
     return model
 
 
@@ -129,7 +133,7 @@ def test_bounded_swap_losses_keep_the_best_exactly():
         scorer = Scorer(model, prompts, "target")
         pruned, _ = _check_bound(scorer, attack, keep, rows, cand, pos)
         assert bool((scorer._split < 5).all())
-        assert int(pruned.sum()) > len(rows) // 4
+        assert int(pruned.sum()) > len(rows) // 8
     # a later bound is exact too (and prunes no more than all)
     scorer = Scorer(model, prompts, "target")
     _check_bound(scorer, attack, 1, rows, cand, pos, torch.full((n,), 2))
@@ -148,3 +152,23 @@ def test_bounded_swap_losses_never_prune_a_success():
     pruned, full = _check_bound(scorer, attack, 1, rows, cand, pos, torch.ones(n, dtype=torch.long))
     assert int(full.success.sum()) >= n
     assert int(pruned.sum()) > 0
+
+
+def test_bounded_swap_losses_in_example_groups_under_a_memory_cap():
+    """A cap on held keys/values bounds a few examples at a time, with the same results."""
+    model = _sharp_llama()
+    n = len(llama_target_prompts())
+    attack = torch.randint(1, 97, (n, 4), generator=torch.Generator().manual_seed(2))
+    prompts = _prompts_continuing(model, attack.tolist(), lead=1)
+    rows, cand, pos = _candidates(attack, 24, 3)
+    wide = Scorer(model, prompts, "target")
+    tight = Scorer(model, prompts, "target", max_held_bytes=1)
+    _, _, kv = wide.gradient(attack)
+    tight.gradient(attack)
+    assert len(tight._example_groups(rows, 4, kv)) == n
+    assert len(wide._example_groups(rows, 4, kv)) == 1
+    a = wide.swap_losses(rows, cand, pos, kv, keep=1)
+    b = tight.swap_losses(rows, cand, pos, kv, keep=1)
+    assert torch.equal(a.loss.isinf(), b.loss.isinf())
+    assert torch.allclose(a.loss[a.loss.isfinite()], b.loss[b.loss.isfinite()], atol=1e-5)
+    assert torch.equal(a.success, b.success)

@@ -4,6 +4,8 @@ Per iteration and example: the gradient of the loss w.r.t. the one-hot attack to
 replacement tokens per position (top-k); ``n_candidates`` distinct single-token swaps are drawn
 from those, candidates that change under decode/encode are dropped, the rest are scored in a few
 batched forward passes, and the lowest-loss candidate becomes the current attack (no early stop).
+On multi-token targets a candidate stops as soon as it provably cannot be kept (branch and bound
+in :meth:`Scorer.swap_losses`; its loss comes back as inf), and what is kept is unchanged.
 
 With a low-precision ranking copy (``ranking_dtype: bfloat16``) all candidates are ranked on it,
 then the ``CONFIRM`` best-ranked per example (and the best-ranked one it calls successful) are

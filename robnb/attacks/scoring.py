@@ -7,6 +7,13 @@ candidates differ from the current attack in one position j only, so they can al
 from the current attack's cached keys/values for tokens < j (``swap_losses``). Results are
 identical to a plain forward over the whole sequence (up to float rounding).
 
+GCG keeps only each example's best candidate, so on multi-token targets candidates can stop early
+(``swap_losses(keep=...)``, branch and bound): all run their first target tokens, the most
+promising are completed, and a candidate whose loss so far already exceeds the best complete one
+(and which has missed a target token, so cannot succeed) goes no further. What is kept is exactly
+what full scoring keeps; on SmolLM2 chat targets the last tokens of most candidates are skipped
+(about 15% of the work). The first passes' keys/values are held until the bound is known.
+
 Given a ``ranking_model`` (:func:`ranking_copy`: the model in bfloat16, whose matrix multiplies
 run several times faster on CPUs with AVX512-BF16/AMX and on GPUs), ``ranking=True`` scores run
 on it, continuing from the same caches cast once. They are for ordering candidates
@@ -134,15 +141,20 @@ def length_buckets(lengths: torch.Tensor, slack: float = 0.1) -> list[torch.Tens
     return groups
 
 
-def bound_split(token_loss: torch.Tensor, valid: torch.Tensor, share: float = 0.9) -> torch.Tensor:
+def bound_split(token_loss: torch.Tensor, valid: torch.Tensor, share: float = 0.9,
+                min_skip: int = 3) -> torch.Tensor:
     """Per example, how many leading target reads to score before candidates are pruned: the
-    fewest that hold ``share`` of the current attack's loss. Candidates' per-token losses are
-    spread like the current attack's (measured on SmolLM2 chat targets), so after these reads most
-    candidates that cannot win are already worse than the best complete one; ending earlier prunes
-    few (the loss of "Sure, here is ..." sits in its content words), later saves little."""
+    fewest that hold ``share`` of the current attack's loss, or all of them when fewer than
+    ``min_skip`` reads would remain (then nothing is bounded: skipping one or two tokens does not
+    pay for the extra passes; on neox-l, whose loss is spread evenly, bounding 1-2 of 14 reads
+    cost 15%). Candidates' per-token losses are spread like the current attack's (measured on
+    SmolLM2 chat targets), so after these reads most candidates that cannot win are already
+    worse than the best complete one; ending earlier prunes few (the loss of "Sure, here is ..."
+    sits in its content words), later saves little."""
     cum = (token_loss * valid).cumsum(1)
-    n = valid.sum(1)
-    return torch.minimum((cum < share * cum[:, -1:]).sum(1) + 1, n.clamp(min=1))
+    n = valid.sum(1).clamp(min=1)
+    split = torch.minimum((cum < share * cum[:, -1:]).sum(1) + 1, n)
+    return torch.where(n - split < min_skip, n, split)
 
 
 def cannot_be_kept(partial: torch.Tensor, bound: torch.Tensor, hit_so_far: torch.Tensor) -> torch.Tensor:
@@ -236,7 +248,8 @@ class Scorer:
 
     def __init__(self, model: torch.nn.Module, prompts: Sequence[AttackPrompt], mode: Mode, *,
                  use_prefix_cache: bool = True, max_batch_tokens: int = 32_768,
-                 n_params: int | None = None, ranking_model: torch.nn.Module | None = None):
+                 n_params: int | None = None, ranking_model: torch.nn.Module | None = None,
+                 max_held_bytes: int = 4 << 30):
         if not prompts:
             raise ValueError("a Scorer needs at least one prompt")
         self.parts = ModelParts(model, mode)
@@ -246,6 +259,7 @@ class Scorer:
         self.prompts = list(prompts)
         self.compute = AttackCompute(n_params or self.parts.n_params)
         self.max_batch_tokens = max_batch_tokens
+        self.max_held_bytes = max_held_bytes  # branch and bound: keys/values held at once
         self.before, self.before_len = _pad([p.before for p in prompts], 0)
         self.after, self.after_len = _pad([p.after for p in prompts], 0)
         self.read, self.read_len = _pad([p.read for p in prompts], 0)
@@ -446,14 +460,35 @@ class Scorer:
             attack_kv = _cast(attack_kv, self.ranking_parts.embeddings.weight.dtype)
         swap_pos = swap_pos.to(self.device)
         if keep is not None and self.mode == "target" and self._split is not None:
-            return self._bounded(rows.to(self.device), candidates.to(self.device), swap_pos,
-                                 attack_kv, ranking, keep)
+            rows, candidates = rows.to(self.device), candidates.to(self.device)
+            groups = [(sel, self._bounded(rows[sel], candidates[sel], swap_pos[sel], attack_kv,
+                                          ranking, keep))
+                      for sel in self._example_groups(rows, candidates.shape[1], attack_kv)]
+            return _merge(candidates.shape[0], groups, self.device)
         groups = []
         for j in torch.unique(swap_pos).tolist():
             sel = (swap_pos == j).nonzero().squeeze(1)
             groups.append((sel, self.losses(rows[sel], candidates[sel], start=int(j),
                                             attack_kv=attack_kv, ranking=ranking)))
         return _merge(candidates.shape[0], groups, self.device)
+
+    def _example_groups(self, rows: torch.Tensor, n_attack: int, kv: KV) -> list[torch.Tensor]:
+        """Candidates split by example so that the keys/values branch and bound holds until its
+        bound is known stay within ``max_held_bytes`` (examples are bounded independently)."""
+        per_token = sum(k[0, :, 0].numel() * k.element_size() * 2 for k, _ in kv)
+        per_row = (self.prefix_width + n_attack + int(self.after.shape[1])) * per_token
+        examples = rows.unique()
+        counts = torch.stack([(rows == e).sum() for e in examples]).tolist()
+        groups, current, held = [], [], 0
+        for e, c in zip(examples.tolist(), counts):
+            if current and held + c * per_row > self.max_held_bytes:
+                groups.append(current)
+                current, held = [], 0
+            current.append(e)
+            held += c * per_row
+        groups.append(current)
+        return [torch.isin(rows, torch.tensor(g, device=rows.device)).nonzero().squeeze(1)
+                for g in groups]
 
     def _bounded(self, rows: torch.Tensor, candidates: torch.Tensor, swap_pos: torch.Tensor,
                  attack_kv: KV, ranking: bool, keep: int) -> Scores:
