@@ -11,8 +11,9 @@ GCG keeps only each example's best candidate, so on multi-token targets candidat
 (``swap_losses(keep=...)``, branch and bound): all run their first target tokens, the most
 promising are completed, and a candidate whose loss so far already exceeds the best complete one
 (and which has missed a target token, so cannot succeed) goes no further. What is kept is exactly
-what full scoring keeps; on SmolLM2 chat targets the last tokens of most candidates are skipped
-(about 15% of the work). The first passes' keys/values are held until the bound is known.
+what full scoring keeps. On SmolLM2 chat targets (8 prompts, 10 iterations) 50-70% of the
+candidates stop before their last 3-4 target tokens, 9-14% of the tokens; the first passes'
+keys/values are held until the bound is known (``max_held_bytes``).
 
 Given a ``ranking_model`` (:func:`ranking_copy`: the model in bfloat16, whose matrix multiplies
 run several times faster on CPUs with AVX512-BF16/AMX and on GPUs), ``ranking=True`` scores run
