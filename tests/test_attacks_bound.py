@@ -122,12 +122,17 @@ def _check_bound(scorer: Scorer, attack: torch.Tensor, keep: int, rows, cand, po
     return pruned, full
 
 
-def test_bounded_swap_losses_keep_the_best_exactly():
+def _setup():
+    """The sharpened model, a current attack per prompt and 24 single-swap candidates each."""
     model = _sharp_llama()
     n = len(llama_target_prompts())
     attack = torch.randint(1, 97, (n, 4), generator=torch.Generator().manual_seed(2))
+    return model, n, attack, *_candidates(attack, 24, 3)
+
+
+def test_bounded_swap_losses_keep_the_best_exactly():
+    model, n, attack, rows, cand, pos = _setup()
     prompts = _prompts_continuing(model, attack.tolist(), lead=1)
-    rows, cand, pos = _candidates(attack, 24, 3)
     for keep in (1, 3):
         # the split from the current attack's losses: before the last reads, which hold little
         scorer = Scorer(model, prompts, "target")
@@ -142,10 +147,7 @@ def test_bounded_swap_losses_keep_the_best_exactly():
 def test_bounded_swap_losses_never_prune_a_success():
     """Each target is one candidate's greedy continuation, so that candidate succeeds (and maybe
     others) though its loss need not be the lowest: it must still be found."""
-    model = _sharp_llama()
-    n = len(llama_target_prompts())
-    attack = torch.randint(1, 97, (n, 4), generator=torch.Generator().manual_seed(2))
-    rows, cand, pos = _candidates(attack, 24, 3)
+    model, n, attack, rows, cand, pos = _setup()
     chosen = [cand[(rows == e).nonzero()[5, 0]].tolist() for e in range(n)]
     prompts = _prompts_continuing(model, chosen, lead=0)
     scorer = Scorer(model, prompts, "target")
@@ -156,11 +158,8 @@ def test_bounded_swap_losses_never_prune_a_success():
 
 def test_bounded_swap_losses_in_example_groups_under_a_memory_cap():
     """A cap on held keys/values bounds a few examples at a time, with the same results."""
-    model = _sharp_llama()
-    n = len(llama_target_prompts())
-    attack = torch.randint(1, 97, (n, 4), generator=torch.Generator().manual_seed(2))
+    model, n, attack, rows, cand, pos = _setup()
     prompts = _prompts_continuing(model, attack.tolist(), lead=1)
-    rows, cand, pos = _candidates(attack, 24, 3)
     wide = Scorer(model, prompts, "target")
     tight = Scorer(model, prompts, "target", max_held_bytes=1)
     _, _, kv = wide.gradient(attack)
