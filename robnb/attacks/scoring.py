@@ -355,7 +355,7 @@ class Scorer:
 
     def _logits(self, lay: _Layout, attack_embeds: torch.Tensor | None = None,
                 want_cache: bool = False, ranking: bool = False) -> tuple[torch.Tensor, KV | None]:
-        parts = self.ranking_parts if ranking else self.parts
+        parts = self._parts(ranking)
         if attack_embeds is None:
             hidden, kv = parts.hidden(input_ids=lay.ids, attention_mask=lay.mask,
                                       position_ids=lay.position_ids, past=lay.past,
@@ -369,6 +369,9 @@ class Scorer:
                                       want_cache=want_cache)
         return self._head(parts, hidden, lay.read), kv
 
+    def _parts(self, ranking: bool) -> ModelParts:
+        return self.ranking_parts if ranking else self.parts
+
     @staticmethod
     def _head(parts: ModelParts, hidden: torch.Tensor, read: torch.Tensor) -> torch.Tensor:
         d = hidden.shape[-1]
@@ -376,10 +379,10 @@ class Scorer:
 
     def _columns(self, lay: _Layout, sub: torch.Tensor | None, lo: int, hi: int,
                  past: KV | None, ranking: bool) -> tuple[torch.Tensor, torch.Tensor, KV | None]:
-        """Per-token losses and argmax hits of the reads in columns [lo, hi) of ``lay`` (rows
-        ``sub``, all when None), running only those columns on top of ``past``; the cache after
-        them when they stop short of the end (to continue from)."""
-        parts = self.ranking_parts if ranking else self.parts
+        """Per row, the summed loss of the reads in columns [lo, hi) of ``lay`` (rows ``sub``, all
+        when None) and whether every one of them hit, running only those columns on top of
+        ``past``; the cache after them when they stop short of the end (to continue from)."""
+        parts = self._parts(ranking)
         pick = (lambda t: t) if sub is None else (lambda t: t[sub])
         full = lay.ids.shape[1]
         mask = pick(lay.mask)[:, : lay.mask.shape[1] - full + hi]
