@@ -32,6 +32,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from robnb.attacks.blocked_head import blocked_token_scores
 from robnb.attacks.model_io import KV, ModelParts
 from robnb.attacks.prompts import AttackPrompt, Mode
 from robnb.flops import FlopCounter
@@ -87,7 +88,8 @@ def token_scores(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tens
     hit = (tok == top) & valid
     if hit.any():  # an equal logit at a lower index would win the argmax
         idx = hit.nonzero(as_tuple=True)
-        hit[idx] = logits.detach()[idx].argmax(-1) == target[idx]
+        # max's indices break ties like argmax, and are 5x faster than argmax on bf16 rows
+        hit[idx] = logits.detach()[idx].max(-1).indices == target[idx]
     return ce, hit | ~valid
 
 
@@ -97,7 +99,7 @@ def scores_from_logits(logits: torch.Tensor, target: torch.Tensor, avoid: torch.
     return _assemble(logits, target, avoid, mode, *token_scores(logits, target))
 
 
-def _assemble(logits: torch.Tensor, target: torch.Tensor, avoid: torch.Tensor, mode: Mode,
+def _assemble(logits: torch.Tensor | None, target: torch.Tensor, avoid: torch.Tensor, mode: Mode,
               ce: torch.Tensor, hit: torch.Tensor) -> Scores:
     loss = ce.sum(1) / (target != IGNORE).sum(1).clamp(min=1)
     if mode == "label":
@@ -356,18 +358,21 @@ class Scorer:
     def _logits(self, lay: _Layout, attack_embeds: torch.Tensor | None = None,
                 want_cache: bool = False, ranking: bool = False) -> tuple[torch.Tensor, KV | None]:
         parts = self._parts(ranking)
-        if attack_embeds is None:
-            hidden, kv = parts.hidden(input_ids=lay.ids, attention_mask=lay.mask,
-                                      position_ids=lay.position_ids, past=lay.past,
-                                      want_cache=want_cache)
-        else:
-            embeds = parts.embeddings(lay.ids).detach()
-            d = embeds.shape[-1]
-            embeds = embeds.scatter(1, lay.slot.unsqueeze(-1).expand(-1, -1, d), attack_embeds)
-            hidden, kv = parts.hidden(inputs_embeds=embeds, attention_mask=lay.mask,
-                                      position_ids=lay.position_ids, past=lay.past,
-                                      want_cache=want_cache)
+        hidden, kv = self._hidden(parts, lay, attack_embeds, want_cache)
         return self._head(parts, hidden, lay.read), kv
+
+    @staticmethod
+    def _hidden(parts: ModelParts, lay: _Layout, attack_embeds: torch.Tensor | None = None,
+                want_cache: bool = False) -> tuple[torch.Tensor, KV | None]:
+        if attack_embeds is None:
+            return parts.hidden(input_ids=lay.ids, attention_mask=lay.mask,
+                                position_ids=lay.position_ids, past=lay.past,
+                                want_cache=want_cache)
+        embeds = parts.embeddings(lay.ids).detach()
+        d = embeds.shape[-1]
+        embeds = embeds.scatter(1, lay.slot.unsqueeze(-1).expand(-1, -1, d), attack_embeds)
+        return parts.hidden(inputs_embeds=embeds, attention_mask=lay.mask,
+                            position_ids=lay.position_ids, past=lay.past, want_cache=want_cache)
 
     def _parts(self, ranking: bool) -> ModelParts:
         return self.ranking_parts if ranking else self.parts
@@ -390,8 +395,23 @@ class Scorer:
                                   position_ids=pick(lay.position_ids)[:, lo:hi], past=past,
                                   want_cache=hi < full)
         read, target = compact_reads(pick(lay.read), pick(lay.target), lo, hi)
-        ce, hit = token_scores(self._head(parts, hidden, read), target)
+        ce, hit = self._read_scores(parts, hidden, read, target)
         return ce.sum(1), hit.all(1), kv
+
+    def _read_scores(self, parts: ModelParts, hidden: torch.Tensor, read: torch.Tensor,
+                     target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`token_scores` of the head at ``read`` (target mode, no autograd); a linear head
+        is applied a vocabulary block at a time, only at reads with a target."""
+        head = parts.head
+        if not isinstance(head, torch.nn.Linear) or torch.is_grad_enabled():
+            return token_scores(self._head(parts, hidden, read), target)
+        ce = torch.zeros(target.shape, device=hidden.device)
+        hit = torch.ones(target.shape, dtype=torch.bool, device=hidden.device)
+        idx = (target != IGNORE).nonzero(as_tuple=True)
+        at = read.clamp(min=0)[idx]
+        ce[idx], hit[idx] = blocked_token_scores(hidden[idx[0], at], head.weight, head.bias,
+                                                 target[idx])
+        return ce, hit
 
     # ---------------------------------------------------------------------------- scoring
     def _chunks(self, rows: torch.Tensor, attack: torch.Tensor, start: int,
@@ -435,8 +455,14 @@ class Scorer:
         groups = []
         for sel, lay in self._chunks(rows, attack, start, attack_kv, ranking):
             with torch.no_grad():
-                logits, _ = self._logits(lay, ranking=ranking)
-            s = scores_from_logits(logits, lay.target, self.avoid[rows[sel]], self.mode)
+                if self.mode == "target":
+                    parts = self._parts(ranking)
+                    hidden, _ = self._hidden(parts, lay)
+                    ce, hit = self._read_scores(parts, hidden, lay.read, lay.target)
+                    s = _assemble(None, lay.target, self.avoid[rows[sel]], self.mode, ce, hit)
+                else:
+                    logits, _ = self._logits(lay, ranking=ranking)
+                    s = scores_from_logits(logits, lay.target, self.avoid[rows[sel]], self.mode)
             s.formula_tokens, s.executed_tokens = lay.formula, lay.executed
             if count:
                 self.compute.forward(lay.formula.sum(), lay.executed.sum())
