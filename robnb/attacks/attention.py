@@ -24,34 +24,49 @@ NAME = "robnb_packed"
 _REPLACES = ("sdpa", "eager")
 
 
+def additive_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where ``allowed`` (True = attend), the dtype's minimum elsewhere: finite, so a fully
+    masked row (never a real one) averages instead of giving NaN."""
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return bias.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+def grouped_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      bias: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """softmax(scale·q·kᵀ + bias)·v for query [B, H, q, d] and key/value [B, H_kv, k, d], each
+    key/value head serving its group of query heads in one matrix multiply; ``bias`` broadcasts
+    to [B, H_kv, H / H_kv, q, k]. Softmax in float32 as in HF's eager attention. Returns
+    [B, q, H, d]."""
+    batch, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    scores = torch.matmul(query.reshape(batch, kv_heads, group * q_len, dim), key.transpose(-1, -2))
+    scores = scores.view(batch, kv_heads, group, q_len, k_len)
+    if scale != 1.0:
+        scores = scores.mul_(scale)
+    weights = torch.softmax(scores.add_(bias), -1, dtype=torch.float32).to(value.dtype)
+    out = torch.matmul(weights.view(batch, kv_heads, group * q_len, k_len), value)
+    return out.view(batch, heads, q_len, dim).transpose(1, 2)
+
+
 def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                              value: torch.Tensor, attention_mask: torch.Tensor | None,
                              scaling: float | None = None, dropout: float = 0.0,
                              **kwargs) -> tuple[torch.Tensor, None]:
     """HF attention-interface signature: query [B, H, q, d], key/value [B, H_kv, k, d], boolean
-    mask [B, 1, q, k] (True = attend); returns [B, q, H, d]."""
+    or additive mask [B, 1, q, k]; returns [B, q, H, d]."""
     if (dropout and module.training) or kwargs.get("sliding_window") or kwargs.get("softcap"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
-    batch, heads, q_len, dim = query.shape
-    kv_heads, k_len = key.shape[1], key.shape[2]
-    group = heads // kv_heads
-    scale = dim ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query.reshape(batch, kv_heads, group * q_len, dim), key.transpose(-1, -2))
-    scores = scores.view(batch, kv_heads, group, q_len, k_len).float() * scale
+    q_len, k_len = query.shape[2], key.shape[2]
     if attention_mask is None:
         attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device)
         attention_mask = attention_mask.tril(k_len - q_len)  # causal, queries at the end
-    if attention_mask.dtype == torch.bool:
-        mask = attention_mask if attention_mask.dim() == 2 else attention_mask[:, :, None]
-        # finite, so a fully masked row (never a real one) averages instead of giving NaN
-        scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
-    else:
-        bias = attention_mask if attention_mask.dim() == 2 else attention_mask[:, :, None]
-        scores = scores + bias
-    weights = torch.softmax(scores, -1).to(value.dtype).view(batch, kv_heads, group * q_len, k_len)
-    out = torch.matmul(weights, value).view(batch, heads, q_len, dim)
-    return out.transpose(1, 2), None
+    bias = (additive_bias(attention_mask, torch.float32) if attention_mask.dtype == torch.bool
+            else attention_mask)
+    bias = bias if bias.dim() == 2 else bias[:, :, None]
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    return grouped_attention(query, key, value, bias, scale), None
 
 
 def _boolean_mask(*args, **kwargs) -> torch.Tensor | None:

@@ -4,16 +4,18 @@ Scoring runs ~20 new tokens for each of hundreds of candidates, so a SmolLM2 for
 quarter element-wise work around its matrix multiplies: HF's RMSNorm makes six passes in float32,
 rotary embeddings build rotated copies, residuals and the MLP gate allocate fresh tensors, and the
 attention mask is rebuilt per call. Here RMSNorm takes three passes, rotary embeddings and
-residuals are applied in place, and attention packs query heads onto their key/value head
-(as :mod:`robnb.attacks.attention` does) with one additive mask for all layers. The results
-equal HF's to float32 rounding (tested); in bfloat16, RMSNorm and rotary round once where HF
-rounds twice. The gradient pass keeps HF's forward.
+residuals are applied in place, and attention is :func:`grouped_attention` with the queries
+pre-scaled and one additive mask for all layers. The results equal HF's to float32 rounding
+(tested); in bfloat16, RMSNorm and rotary round once where HF rounds twice. The gradient pass
+keeps HF's forward.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from robnb.attacks.attention import additive_bias, grouped_attention
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 MODEL_TYPES = ("llama",)
@@ -50,26 +52,11 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 def _bias(attention_mask: torch.Tensor | None, n_new: int, n_past: int,
           dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Additive mask [R or 1, 1, 1, q, k], built once for all layers: causal over the new tokens,
-    padding keys off (the dtype's minimum, as HF uses: a fully masked row averages, no NaN)."""
+    padding keys off."""
     allowed = torch.ones(n_new, n_past + n_new, dtype=torch.bool, device=device).tril(n_past)
     if attention_mask is not None:
         allowed = attention_mask.bool()[:, None, :] & allowed
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
-    return bias.masked_fill_(~allowed, torch.finfo(dtype).min).view(-1, 1, 1, n_new, n_past + n_new)
-
-
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Attention of pre-scaled queries [R, H, q, d] over keys/values [R, H_kv, k, d], query heads
-    packed onto their key/value head; softmax in float32 like HF's eager attention.
-    Returns [R, q, H·d]."""
-    rows, heads, n_q, dim = q.shape
-    kv_heads, n_k = k.shape[1], k.shape[2]
-    group = heads // kv_heads
-    scores = torch.matmul(q.view(rows, kv_heads, group * n_q, dim), k.transpose(-1, -2))
-    scores = scores.view(rows, kv_heads, group, n_q, n_k).add_(bias)
-    weights = torch.softmax(scores, -1, dtype=torch.float32).to(v.dtype)
-    out = torch.matmul(weights.view(rows, kv_heads, group * n_q, n_k), v)
-    return out.view(rows, heads, n_q, dim).transpose(1, 2).reshape(rows, n_q, heads * dim)
+    return additive_bias(allowed, dtype).view(-1, 1, 1, n_new, n_past + n_new)
 
 
 def llama_hidden(backbone: torch.nn.Module, *, input_ids: torch.Tensor | None = None,
@@ -101,7 +88,8 @@ def llama_hidden(backbone: torch.nn.Module, *, input_ids: torch.Tensor | None = 
                 k, v = torch.cat([past[i][0], k], 2), torch.cat([past[i][1], v], 2)
             if want_cache:
                 cache.append((k, v))
-            x.add_(attn.o_proj(_attend(q, k, v, bias)))
+            out = grouped_attention(q, k, v, bias).reshape(n_rows, n_new, -1)
+            x.add_(attn.o_proj(out))
             h = _rms(layer.post_attention_layernorm, x)
             mlp = layer.mlp
             x.add_(mlp.down_proj(F.silu(mlp.gate_proj(h), inplace=True).mul_(mlp.up_proj(h))))
