@@ -40,15 +40,18 @@ def blocked_token_scores(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
             for b0 in range(0, vocab, block):
                 z = F.linear(h, weight[b0:b0 + block], None if bias is None else bias[b0:b0 + block])
                 z = z.to(torch.float32, copy=True)  # reduced in place below
+                block_max = z.amax(1)
                 here = ((tgt >= b0) & (tgt < b0 + z.shape[1])).nonzero().squeeze(1)
                 if here.numel():
                     local = tgt[here] - b0
-                    zt = z[here]
-                    tok[here] = zt.gather(1, local.unsqueeze(1)).squeeze(1)
+                    tok[here] = z[here, local]
                     earlier[here] = m[here]
-                    before = cols[: z.shape[1]].unsqueeze(0) < local.unsqueeze(1)
-                    tie[here] = ((zt == tok[here].unsqueeze(1)) & before).any(1)
-                top = torch.maximum(m, z.amax(1))
+                    on_top = (tok[here] == block_max[here]).nonzero().squeeze(1)
+                    if on_top.numel():  # only a target at its block's max can lose a tie
+                        at, first = here[on_top], local[on_top]
+                        before = cols[: z.shape[1]].unsqueeze(0) < first.unsqueeze(1)
+                        tie[at] = ((z[at] == tok[at].unsqueeze(1)) & before).any(1)
+                top = torch.maximum(m, block_max)
                 s.mul_((m - top).exp_()).add_(z.sub_(top.unsqueeze(1)).exp_().sum(1))
                 m = top
             ce[r0:r0 + rows] = s.log_().add_(m).sub_(tok)
