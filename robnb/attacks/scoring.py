@@ -99,7 +99,7 @@ def scores_from_logits(logits: torch.Tensor, target: torch.Tensor, avoid: torch.
     return _assemble(logits, target, avoid, mode, *token_scores(logits, target))
 
 
-def _assemble(logits: torch.Tensor | None, target: torch.Tensor, avoid: torch.Tensor, mode: Mode,
+def _assemble(logits: torch.Tensor, target: torch.Tensor, avoid: torch.Tensor, mode: Mode,
               ce: torch.Tensor, hit: torch.Tensor) -> Scores:
     loss = ce.sum(1) / (target != IGNORE).sum(1).clamp(min=1)
     if mode == "label":
@@ -358,21 +358,18 @@ class Scorer:
     def _logits(self, lay: _Layout, attack_embeds: torch.Tensor | None = None,
                 want_cache: bool = False, ranking: bool = False) -> tuple[torch.Tensor, KV | None]:
         parts = self._parts(ranking)
-        hidden, kv = self._hidden(parts, lay, attack_embeds, want_cache)
-        return self._head(parts, hidden, lay.read), kv
-
-    @staticmethod
-    def _hidden(parts: ModelParts, lay: _Layout, attack_embeds: torch.Tensor | None = None,
-                want_cache: bool = False) -> tuple[torch.Tensor, KV | None]:
         if attack_embeds is None:
-            return parts.hidden(input_ids=lay.ids, attention_mask=lay.mask,
-                                position_ids=lay.position_ids, past=lay.past,
-                                want_cache=want_cache)
-        embeds = parts.embeddings(lay.ids).detach()
-        d = embeds.shape[-1]
-        embeds = embeds.scatter(1, lay.slot.unsqueeze(-1).expand(-1, -1, d), attack_embeds)
-        return parts.hidden(inputs_embeds=embeds, attention_mask=lay.mask,
-                            position_ids=lay.position_ids, past=lay.past, want_cache=want_cache)
+            hidden, kv = parts.hidden(input_ids=lay.ids, attention_mask=lay.mask,
+                                      position_ids=lay.position_ids, past=lay.past,
+                                      want_cache=want_cache)
+        else:
+            embeds = parts.embeddings(lay.ids).detach()
+            d = embeds.shape[-1]
+            embeds = embeds.scatter(1, lay.slot.unsqueeze(-1).expand(-1, -1, d), attack_embeds)
+            hidden, kv = parts.hidden(inputs_embeds=embeds, attention_mask=lay.mask,
+                                      position_ids=lay.position_ids, past=lay.past,
+                                      want_cache=want_cache)
+        return self._head(parts, hidden, lay.read), kv
 
     def _parts(self, ranking: bool) -> ModelParts:
         return self.ranking_parts if ranking else self.parts
@@ -386,14 +383,15 @@ class Scorer:
                  past: KV | None, ranking: bool) -> tuple[torch.Tensor, torch.Tensor, KV | None]:
         """Per row, the summed loss of the reads in columns [lo, hi) of ``lay`` (rows ``sub``, all
         when None) and whether every one of them hit, running only those columns on top of
-        ``past``; the cache after them when they stop short of the end (to continue from)."""
+        ``past``; the cache after them when they stop short of the end (to continue from).
+        Columns [0, end) are a whole target-mode pass (:meth:`losses`)."""
         parts = self._parts(ranking)
         pick = (lambda t: t) if sub is None else (lambda t: t[sub])
         full = lay.ids.shape[1]
-        mask = pick(lay.mask)[:, : lay.mask.shape[1] - full + hi]
+        mask = None if lay.mask is None else pick(lay.mask)[:, : lay.mask.shape[1] - full + hi]
+        positions = None if lay.position_ids is None else pick(lay.position_ids)[:, lo:hi]
         hidden, kv = parts.hidden(input_ids=pick(lay.ids)[:, lo:hi], attention_mask=mask,
-                                  position_ids=pick(lay.position_ids)[:, lo:hi], past=past,
-                                  want_cache=hi < full)
+                                  position_ids=positions, past=past, want_cache=hi < full)
         read, target = compact_reads(pick(lay.read), pick(lay.target), lo, hi)
         ce, hit = self._read_scores(parts, hidden, read, target)
         return ce.sum(1), hit.all(1), kv
@@ -456,10 +454,9 @@ class Scorer:
         for sel, lay in self._chunks(rows, attack, start, attack_kv, ranking):
             with torch.no_grad():
                 if self.mode == "target":
-                    parts = self._parts(ranking)
-                    hidden, _ = self._hidden(parts, lay)
-                    ce, hit = self._read_scores(parts, hidden, lay.read, lay.target)
-                    s = _assemble(None, lay.target, self.avoid[rows[sel]], self.mode, ce, hit)
+                    ce_sum, hit, _ = self._columns(lay, None, 0, lay.ids.shape[1], lay.past,
+                                                   ranking)
+                    s = Scores(ce_sum / (lay.target != IGNORE).sum(1).clamp(min=1), hit)
                 else:
                     logits, _ = self._logits(lay, ranking=ranking)
                     s = scores_from_logits(logits, lay.target, self.avoid[rows[sel]], self.mode)
