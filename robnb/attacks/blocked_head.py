@@ -4,9 +4,9 @@ Scoring a candidate reads ~10 target positions through a 49k-token head. Computi
 logits first ran the head's matrix multiply at 74% of the speed of the body's (a 49k-wide output
 does not stay in cache) and then streamed the logits through memory twice more for the
 log-sum-exp. Here each block of the vocabulary is multiplied, reduced into a running
-log-sum-exp and dropped while it is still in cache; on SmolLM2's head this is 1.2x faster, and the
-logits are never held. Targets are read from the block that holds them, so the hit test compares
-the very numbers the max is taken over.
+log-sum-exp and dropped while it is still in cache; on SmolLM2's head (4,096 reads) this is
+1.45x faster in bfloat16 and 1.24x in float32, and the logits are never held. Targets are read
+from the block that holds them, so the hit test compares the very numbers the max is taken over.
 """
 
 from __future__ import annotations
