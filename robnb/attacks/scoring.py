@@ -99,9 +99,14 @@ def scores_from_logits(logits: torch.Tensor, target: torch.Tensor, avoid: torch.
     return _assemble(logits, target, avoid, mode, *token_scores(logits, target))
 
 
+def mean_read_loss(ce_sum: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A row's loss: its summed cross-entropy over the reads that have a target."""
+    return ce_sum / (target != IGNORE).sum(1).clamp(min=1)
+
+
 def _assemble(logits: torch.Tensor, target: torch.Tensor, avoid: torch.Tensor, mode: Mode,
               ce: torch.Tensor, hit: torch.Tensor) -> Scores:
-    loss = ce.sum(1) / (target != IGNORE).sum(1).clamp(min=1)
+    loss = mean_read_loss(ce.sum(1), target)
     if mode == "label":
         success = logits[:, 0].detach().argmax(-1) != avoid  # a handful of classes
     else:
@@ -456,7 +461,7 @@ class Scorer:
                 if self.mode == "target":
                     ce_sum, hit, _ = self._columns(lay, None, 0, lay.ids.shape[1], lay.past,
                                                    ranking)
-                    s = Scores(ce_sum / (lay.target != IGNORE).sum(1).clamp(min=1), hit)
+                    s = Scores(mean_read_loss(ce_sum, lay.target), hit)
                 else:
                     logits, _ = self._logits(lay, ranking=ranking)
                     s = scores_from_logits(logits, lay.target, self.avoid[rows[sel]], self.mode)
@@ -573,8 +578,7 @@ class Scorer:
                     bound[e] = ce_sum[mine].sort().values[keep - 1]
             pruned = ~done & cannot_be_kept(ce_sum, bound[rows], ok)
             finish(~done & ~pruned)
-        n_reads = (self.target[rows] != IGNORE).sum(1).clamp(min=1)
-        loss = torch.where(pruned, float("inf"), ce_sum / n_reads)
+        loss = torch.where(pruned, float("inf"), mean_read_loss(ce_sum, self.target[rows]))
         self.compute.forward(formula.sum(), executed.sum())
         return Scores(loss, ok & ~pruned, formula, executed)
 
