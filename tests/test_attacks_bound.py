@@ -171,3 +171,31 @@ def test_bounded_swap_losses_in_example_groups_under_a_memory_cap():
     assert torch.equal(a.loss.isinf(), b.loss.isinf())
     assert torch.allclose(a.loss[a.loss.isfinite()], b.loss[b.loss.isfinite()], atol=1e-5)
     assert torch.equal(a.success, b.success)
+
+
+def test_continuations_of_several_chunks_run_together_padded_and_exact(monkeypatch):
+    """The rows left after pruning continue in one pass per number of columns left, however many
+    chunks they come from: held caches of different lengths are padded and masked, and the
+    results equal scoring every candidate fully. A small token budget splits that pass."""
+    model, n, attack, rows, cand, pos = _setup()
+    prompts = _prompts_continuing(model, attack.tolist(), lead=1)
+    calls: list[tuple[list[int], int, int]] = []  # held widths, rows, new columns
+    original = Scorer._continue_group
+
+    def spy(self, group, n_new, ranking):
+        calls.append(([part.kv[0][0].shape[2] for part, _ in group],
+                      sum(sub.numel() for _, sub in group), n_new))
+        return original(self, group, n_new, ranking)
+
+    monkeypatch.setattr(Scorer, "_continue_group", spy)
+    passes = {}
+    for budget in (32_768, 120):
+        calls.clear()
+        scorer = Scorer(model, prompts, "target", max_batch_tokens=budget)
+        _check_bound(scorer, attack, 1, rows, cand, pos)
+        assert any(len(widths) > 1 for widths, _, _ in calls), "no pass joined two chunks"
+        assert any(min(widths) < max(widths) for widths, _, _ in calls), "no padded cache"
+        for widths, n_rows, n_new in calls:
+            assert len(widths) == 1 or n_rows * (max(widths) + n_new) <= budget
+        passes[budget] = len(calls)
+    assert passes[120] > passes[32_768]

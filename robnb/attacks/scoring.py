@@ -550,17 +550,10 @@ class Scorer:
                         pending.append(_Partial(sel, lay, width, kv))
 
             def finish(want: torch.Tensor) -> None:
-                for part in pending:
-                    sub = want[part.sel].nonzero().squeeze(1)
-                    if not sub.numel():
-                        continue
-                    past = [(k[sub], v[sub]) for k, v in part.kv]
-                    full = part.lay.ids.shape[1]
-                    rest, hits, _ = self._columns(part.lay, sub, part.width, full, past, ranking)
-                    sel = part.sel[sub]
+                for sel, rest, hits, ran in self._continue(pending, want, ranking):
                     ce_sum[sel] += rest
                     ok[sel] &= hits
-                    executed[sel] += (part.lay.executed[sub] - part.width).clamp(min=0)
+                    executed[sel] += ran
                     done[sel] = True
 
             # each example's `keep` most promising candidates are completed first: their losses
@@ -581,6 +574,74 @@ class Scorer:
         loss = torch.where(pruned, float("inf"), mean_read_loss(ce_sum, self.target[rows]))
         self.compute.forward(formula.sum(), executed.sum())
         return Scores(loss, ok & ~pruned, formula, executed)
+
+    def _continue(self, pending: list[_Partial], want: torch.Tensor, ranking: bool
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The rest of the columns of the ``want`` rows of ``pending`` chunks: (their indices
+        among the scored candidates, summed loss and all-hit over those columns, tokens run).
+
+        Chunks that still have the same number of columns to run go in one pass, their held
+        keys/values stacked and padded (masked) to the longest: the rows left after pruning are
+        few per chunk, and one pass per chunk made a SmolLM2 iteration run ~15 forwards of 1-14
+        rows each (GCG: one swap position per chunk)."""
+        by_rest: dict[int, list[tuple[_Partial, torch.Tensor]]] = {}
+        for part in pending:
+            sub = want[part.sel].nonzero().squeeze(1)
+            if sub.numel():
+                by_rest.setdefault(part.lay.ids.shape[1] - part.width, []).append((part, sub))
+        for n_new, pieces in by_rest.items():
+            n_past = max(part.kv[0][0].shape[2] for part, _ in pieces)
+            rows = max(1, self.max_batch_tokens // (n_past + n_new))
+            group: list[tuple[_Partial, torch.Tensor]] = []
+            for piece in pieces + [None]:
+                if piece is not None and (not group or sum(s.numel() for _, s in group)
+                                          + piece[1].numel() <= rows):
+                    group.append(piece)
+                    continue
+                yield self._continue_group(group, n_new, ranking)
+                group = [] if piece is None else [piece]
+
+    def _continue_group(self, group: list[tuple[_Partial, torch.Tensor]], n_new: int,
+                        ranking: bool
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass of :meth:`_continue`: held caches shorter than the group's longest are
+        padded at their end, pads masked."""
+        dev = self.device
+        n_past = max(part.kv[0][0].shape[2] for part, _ in group)
+        n = sum(sub.numel() for _, sub in group)
+        kv0 = group[0][0].kv
+        past = [(k.new_zeros((n, *k.shape[1:2], n_past, *k.shape[3:])),
+                 v.new_zeros((n, *v.shape[1:2], n_past, *v.shape[3:]))) for k, v in kv0]
+        mask = torch.zeros(n, n_past + n_new, dtype=torch.long, device=dev)
+        mask[:, n_past:] = 1
+        ids = torch.empty(n, n_new, dtype=torch.long, device=dev)
+        positions = torch.empty(n, n_new, dtype=torch.long, device=dev)
+        reads, targets, sels, ran = [], [], [], []
+        at = 0
+        for part, sub in group:
+            lay, lo, m = part.lay, part.width, sub.numel()
+            width = part.kv[0][0].shape[2]
+            for (k, v), (pk, pv) in zip(part.kv, past):
+                pk[at:at + m, :, :width] = k[sub]
+                pv[at:at + m, :, :width] = v[sub]
+            mask[at:at + m, :width] = 1 if lay.mask is None else lay.mask[sub, :width]
+            ids[at:at + m] = lay.ids[sub, lo:]
+            positions[at:at + m] = (torch.arange(lo, lay.ids.shape[1], device=dev)
+                                    if lay.position_ids is None else lay.position_ids[sub, lo:])
+            read, target = compact_reads(lay.read[sub], lay.target[sub], lo, lay.ids.shape[1])
+            reads.append(read)
+            targets.append(target)
+            sels.append(part.sel[sub])
+            ran.append((lay.executed[sub] - lo).clamp(min=0))
+            at += m
+        width = max(r.shape[1] for r in reads)
+        read = torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[1])) for r in reads])
+        target = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=IGNORE)
+                            for t in targets])
+        lay = _Layout(ids, ids[:, :0], read, target, positions, mask, past,
+                      torch.zeros(n, dtype=torch.long, device=dev), torch.cat(ran))
+        rest, hits, _ = self._columns(lay, None, 0, n_new, past, ranking)
+        return torch.cat(sels), rest, hits, lay.executed
 
     def ragged_losses(self, rows: torch.Tensor, attacks: Sequence[Sequence[int]], *,
                       count: bool = True) -> Scores:
