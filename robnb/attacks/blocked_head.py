@@ -12,7 +12,8 @@ from the block that holds them, so the hit test compares the very numbers the ma
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from robnb.attacks.onednn import linear
 
 BLOCK = 1536  # vocabulary columns per block: measured fastest of 1024-4096 on SmolLM2's head
 ROWS = 512    # rows per block: the fp32 block (3 MB) stays in cache
@@ -38,7 +39,7 @@ def blocked_token_scores(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
             earlier = torch.empty(h.shape[0], device=dev)  # max over blocks before the target's
             tie = torch.zeros(h.shape[0], dtype=torch.bool, device=dev)
             for b0 in range(0, vocab, block):
-                z = F.linear(h, weight[b0:b0 + block], None if bias is None else bias[b0:b0 + block])
+                z = linear(h, weight, bias, b0, b0 + block)
                 z = z.to(torch.float32, copy=True)  # reduced in place below
                 block_max = z.amax(1)
                 here = ((tgt >= b0) & (tgt < b0 + z.shape[1])).nonzero().squeeze(1)

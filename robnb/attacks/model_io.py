@@ -14,6 +14,7 @@ from transformers.cache_utils import DynamicLayer
 
 from robnb.attacks import llama_body
 from robnb.attacks.attention import packed_attention
+from robnb.attacks.onednn import packed_linears
 from robnb.attacks.prompts import Mode
 from robnb.models.counting import classifier_params
 
@@ -49,15 +50,17 @@ class ModelParts:
                position_ids: torch.Tensor | None = None, past: KV | None = None,
                want_cache: bool = False) -> tuple[torch.Tensor, KV | None]:
         """Last hidden states; with ``want_cache`` also every layer's keys/values after the call.
-        Without autograd, a Llama body on CPU runs :func:`llama_hidden`."""
+        Without autograd, a Llama body on CPU runs :func:`llama_hidden`, and the body's linear
+        layers run with packed oneDNN weights (:mod:`robnb.attacks.onednn`)."""
         if not torch.is_grad_enabled() and llama_body.supports(self.backbone):
-            return llama_body.llama_hidden(self.backbone, input_ids=input_ids,
-                                           inputs_embeds=inputs_embeds,
-                                           attention_mask=attention_mask,
-                                           position_ids=position_ids, past=past,
-                                           want_cache=want_cache)
+            with packed_linears(self.backbone):
+                return llama_body.llama_hidden(self.backbone, input_ids=input_ids,
+                                               inputs_embeds=inputs_embeds,
+                                               attention_mask=attention_mask,
+                                               position_ids=position_ids, past=past,
+                                               want_cache=want_cache)
         cache = kv_to_cache(past) if past is not None else (DynamicCache() if want_cache else None)
-        with packed_attention(self.model):
+        with packed_attention(self.model), packed_linears(self.backbone):
             out = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds,
                                 attention_mask=attention_mask, position_ids=position_ids,
                                 past_key_values=cache, use_cache=want_cache)
