@@ -5,8 +5,10 @@ width, iterations, "@&@&…" initialisation and token restriction (printable ASC
 default). nanoGCG runs in its own virtual environment (bench/.venv, created here if missing:
 it pins transformers 4.47.1) one prompt at a time, as it is built to; robnb attacks all prompts
 together. Printed per model: seconds per iteration, candidates scored per second, median final
-loss over prompts (best over iterations, as nanoGCG reports it), the ratios, and robnb's
-achieved FLOP/s against a matrix-multiply peak measured here with the same thread count.
+loss over prompts (best over iterations, as nanoGCG reports it), the ratios with a bootstrap
+interval for the loss difference, and robnb's achieved FLOP/s against a matrix-multiply peak
+measured here with the same thread count (the faster of PyTorch's two CPU paths: MKL's float32
+kernels are AVX2 on AMD CPUs, half of oneDNN's AVX-512 ones, which robnb's scoring uses).
 
 Precision: five runs per model and seed. nanoGCG with the model in float32 and in bfloat16
 (everything, its logged losses included, in that dtype); robnb exact (float32 throughout), robnb
@@ -306,6 +308,19 @@ COMPARISONS = (("robnb exact", "nanoGCG fp32"), ("robnb bf16", "nanoGCG bf16"),
                ("robnb bf16-rank", "nanoGCG fp32"), ("robnb bf16-rank", "nanoGCG bf16"))
 
 
+def bootstrap_interval(ours: list[float], theirs: list[float], n: int = 10_000,
+                       seed: int = 0) -> tuple[float, float]:
+    """95% interval of median(ours) - median(theirs) over prompt x seed pairs resampled together:
+    the two tools' final losses differ by their random search paths, so a difference of medians
+    is only meaningful against this spread."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.tensor(ours), torch.tensor(theirs)
+    idx = torch.randint(len(a), (n, len(a)), generator=g)
+    diff = a[idx].quantile(0.5, dim=1) - b[idx].quantile(0.5, dim=1)  # as statistics.median
+    q = torch.quantile(diff, torch.tensor([0.025, 0.975]))
+    return float(q[0]), float(q[1])
+
+
 def report(name: str, runs: dict[str, dict], iterations: int, peaks: dict[str, float],
            candidate_flops: tuple[float, float]) -> None:
     def line(label: str, r: dict) -> str:
@@ -329,11 +344,12 @@ def report(name: str, runs: dict[str, dict], iterations: int, peaks: dict[str, f
         wins = sum(o < t - 1e-3 for o, t in zip(a, b))
         ties = sum(abs(o - t) <= 1e-3 for o, t in zip(a, b))
         paired = statistics.median(o - t for o, t in zip(a, b))
+        lo, hi = bootstrap_interval(a, b)
         print(f"  {ours_label} / {theirs_label}: {ratio['cpu_s']:.2f}x candidates/s by CPU time "
-              f"({ratio['wall_s']:.2f}x by wall time); final loss: difference of medians {gap:+.4f}, "
-              f"median of per-prompt differences {paired:+.4f} (negative = robnb lower); robnb lower "
-              f"on {wins}, higher on {len(a) - wins - ties}, within 0.001 on {ties} of {len(a)} "
-              f"prompt x seed")
+              f"({ratio['wall_s']:.2f}x by wall time); final loss: difference of medians {gap:+.4f} "
+              f"(95% paired bootstrap interval {lo:+.4f} to {hi:+.4f}), median of per-prompt "
+              f"differences {paired:+.4f} (negative = robnb lower); robnb lower on {wins}, higher on "
+              f"{len(a) - wins - ties}, within 0.001 on {ties} of {len(a)} prompt x seed")
     for label, r in runs.items():
         print(f"  final losses (fp32) {label:<16} {[round(x, 3) for x in r['fp32_losses']]}")
     nano, least = candidate_flops

@@ -115,3 +115,15 @@ def test_model_hidden_states_are_those_of_the_unpacked_model(which, monkeypatch)
                else k[0] == id(model.base_model.layers[0].mlp.dense_4h_to_h.weight)
                for k in onednn._CACHE)
     assert torch.allclose(packed, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_an_inference_mode_weight_is_packed_without_caching():
+    """Inference tensors have no version counter, so an in-place change could not be seen."""
+    with torch.inference_mode():
+        w = torch.randn(8, 16)
+        x = torch.randn(3, 16)
+        out = onednn.linear(x, w)
+        assert torch.allclose(out, F.linear(x, w), atol=1e-5)
+        w.add_(1.0)
+        assert torch.allclose(onednn.linear(x, w), F.linear(x, w), atol=1e-5)
+    assert (id(w), None, None) not in onednn._CACHE

@@ -591,15 +591,15 @@ class Scorer:
                 by_rest.setdefault(part.lay.ids.shape[1] - part.width, []).append((part, sub))
         for n_new, pieces in by_rest.items():
             n_past = max(part.kv[0][0].shape[2] for part, _ in pieces)
-            rows = max(1, self.max_batch_tokens // (n_past + n_new))
-            group: list[tuple[_Partial, torch.Tensor]] = []
-            for piece in pieces + [None]:
-                if piece is not None and (not group or sum(s.numel() for _, s in group)
-                                          + piece[1].numel() <= rows):
-                    group.append(piece)
-                    continue
-                yield self._continue_group(group, n_new, ranking)
-                group = [] if piece is None else [piece]
+            budget = max(1, self.max_batch_tokens // (n_past + n_new))  # rows per pass
+            group, rows = [], 0
+            for part, sub in pieces:
+                if group and rows + sub.numel() > budget:
+                    yield self._continue_group(group, n_new, ranking)
+                    group, rows = [], 0
+                group.append((part, sub))
+                rows += sub.numel()
+            yield self._continue_group(group, n_new, ranking)
 
     def _continue_group(self, group: list[tuple[_Partial, torch.Tensor]], n_new: int,
                         ranking: bool
