@@ -39,19 +39,22 @@ def _state(weight: torch.Tensor) -> tuple:
     return weight._version, weight.data_ptr(), weight.dtype, tuple(weight.shape)
 
 
+def _pack(weight: torch.Tensor, start: int | None, stop: int | None) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach()[start:stop].contiguous(),
+                                                   _BATCH_HINT)
+
+
 def packed(weight: torch.Tensor, start: int | None = None, stop: int | None = None) -> torch.Tensor:
     """oneDNN's packed copy of ``weight[start:stop]`` (output rows), made once per state."""
     try:
         state = _state(weight)
     except RuntimeError:  # an inference-mode tensor has no version counter: do not cache
-        return torch.ops.mkldnn._reorder_linear_weight(weight.detach()[start:stop].contiguous(),
-                                                       _BATCH_HINT)
+        return _pack(weight, start, stop)
     key = (id(weight), start, stop)
     hit = _CACHE.get(key)
     if hit is not None and hit[0]() is weight and hit[1] == state:
         return hit[2]
-    rows = weight.detach()[start:stop]
-    out = torch.ops.mkldnn._reorder_linear_weight(rows.contiguous(), _BATCH_HINT)
+    out = _pack(weight, start, stop)
     _CACHE[key] = (weakref.ref(weight, lambda _, key=key: _CACHE.pop(key, None)), state, out)
     return out
 
