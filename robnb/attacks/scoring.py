@@ -384,20 +384,19 @@ class Scorer:
         d = hidden.shape[-1]
         return parts.head(hidden.gather(1, read.clamp(min=0).unsqueeze(-1).expand(-1, -1, d)))
 
-    def _columns(self, lay: _Layout, sub: torch.Tensor | None, lo: int, hi: int,
-                 past: KV | None, ranking: bool) -> tuple[torch.Tensor, torch.Tensor, KV | None]:
-        """Per row, the summed loss of the reads in columns [lo, hi) of ``lay`` (rows ``sub``, all
-        when None) and whether every one of them hit, running only those columns on top of
-        ``past``; the cache after them when they stop short of the end (to continue from).
-        Columns [0, end) are a whole target-mode pass (:meth:`losses`)."""
+    def _columns(self, lay: _Layout, hi: int,
+                 ranking: bool) -> tuple[torch.Tensor, torch.Tensor, KV | None]:
+        """Per row, the summed loss of the reads in the first ``hi`` columns of ``lay`` and whether
+        every one of them hit, running only those columns on top of ``lay.past``; the cache after
+        them when they stop short of the end (branch and bound continues from it). All columns
+        are a whole target-mode pass (:meth:`losses`)."""
         parts = self._parts(ranking)
-        pick = (lambda t: t) if sub is None else (lambda t: t[sub])
         full = lay.ids.shape[1]
-        mask = None if lay.mask is None else pick(lay.mask)[:, : lay.mask.shape[1] - full + hi]
-        positions = None if lay.position_ids is None else pick(lay.position_ids)[:, lo:hi]
-        hidden, kv = parts.hidden(input_ids=pick(lay.ids)[:, lo:hi], attention_mask=mask,
-                                  position_ids=positions, past=past, want_cache=hi < full)
-        read, target = compact_reads(pick(lay.read), pick(lay.target), lo, hi)
+        mask = None if lay.mask is None else lay.mask[:, : lay.mask.shape[1] - full + hi]
+        positions = None if lay.position_ids is None else lay.position_ids[:, :hi]
+        hidden, kv = parts.hidden(input_ids=lay.ids[:, :hi], attention_mask=mask,
+                                  position_ids=positions, past=lay.past, want_cache=hi < full)
+        read, target = compact_reads(lay.read, lay.target, 0, hi)
         ce, hit = self._read_scores(parts, hidden, read, target)
         return ce.sum(1), hit.all(1), kv
 
@@ -459,8 +458,7 @@ class Scorer:
         for sel, lay in self._chunks(rows, attack, start, attack_kv, ranking):
             with torch.no_grad():
                 if self.mode == "target":
-                    ce_sum, hit, _ = self._columns(lay, None, 0, lay.ids.shape[1], lay.past,
-                                                   ranking)
+                    ce_sum, hit, _ = self._columns(lay, lay.ids.shape[1], ranking)
                     s = Scores(mean_read_loss(ce_sum, lay.target), hit)
                 else:
                     logits, _ = self._logits(lay, ranking=ranking)
@@ -541,7 +539,7 @@ class Scorer:
                 for sel, lay in self._chunks(r, candidates[in_j], int(j), attack_kv, ranking, run):
                     width = min(int(run[sel].max()), lay.ids.shape[1])
                     sel = in_j[sel]
-                    ce_sum[sel], ok[sel], kv = self._columns(lay, None, 0, width, lay.past, ranking)
+                    ce_sum[sel], ok[sel], kv = self._columns(lay, width, ranking)
                     formula[sel] = lay.formula
                     executed[sel] = lay.executed.clamp(max=width)
                     if width == lay.ids.shape[1]:
@@ -640,7 +638,7 @@ class Scorer:
                             for t in targets])
         lay = _Layout(ids, ids[:, :0], read, target, positions, mask, past,
                       torch.zeros(n, dtype=torch.long, device=dev), torch.cat(ran))
-        rest, hits, _ = self._columns(lay, None, 0, n_new, past, ranking)
+        rest, hits, _ = self._columns(lay, n_new, ranking)
         return torch.cat(sels), rest, hits, lay.executed
 
     def ragged_losses(self, rows: torch.Tensor, attacks: Sequence[Sequence[int]], *,
